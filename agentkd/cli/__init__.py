@@ -1,0 +1,60 @@
+"""The `agentkd` command line: parse arguments, call one library function, print.
+
+Each command group lives in its own module here and imports heavy libraries only inside its commands,
+so `agentkd --help` stays fast and never imports torch.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from agentkd.cli import models as _models
+from agentkd.cli import recipe as _recipe
+from agentkd.cli import serve as _serve
+from agentkd.cli import tasks as _tasks
+
+app = typer.Typer(
+    name="agentkd",
+    help="Distil tool-using LLM agents into small models: collect → curate → train → evaluate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(_models.app, name="models")
+app.add_typer(_recipe.app, name="recipe")
+app.add_typer(_tasks.app, name="tasks")
+app.command("serve")(_serve.serve)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the agentkd version and exit.", is_eager=True),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
+) -> None:
+    import logging
+
+    if version:
+        from agentkd import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit()
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
+                        handlers=[RichHandler(show_path=False, show_time=False)])
+
+
+def main() -> None:
+    """Entry point: user errors (configs, missing files) print one line and exit 2, no traceback."""
+    from agentkd.core.config import ConfigError
+
+    try:
+        app()
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

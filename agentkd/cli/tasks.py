@@ -1,0 +1,44 @@
+"""`agentkd tasks`: list benchmark suites and preview task sources."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(help="Benchmark suites and task sources.", no_args_is_help=True)
+
+
+@app.command("suites")
+def suites() -> None:
+    """List the suites in evals/ with their domain, split, scorer and whether the local file is present."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from agentkd.core.suites import list_suites, load_suite
+
+    table = Table()
+    for col in ("suite", "domain", "split", "scorer", "count", "local file"):
+        table.add_column(col)
+    for name in list_suites():
+        s = load_suite(name)
+        path = s.local_path()
+        table.add_row(s.name, s.domain, s.split, s.scorer, str(s.count or ""), str(path) if path else "[dim]missing (hub: "
+                      + (s.hub.id if s.hub else "-") + ")[/dim]")
+    Console().print(table)
+
+
+@app.command("show")
+def show(
+    source: str = typer.Argument(..., help="Suite name, or a JSON/JSONL task file."),
+    limit: int = typer.Option(5, help="How many tasks to print."),
+    offset: int = typer.Option(0, help="Skip this many tasks first."),
+) -> None:
+    """Print the first tasks of a suite or file (id, domain, question, answer)."""
+    from agentkd.core.tasks import TaskSource, load_tasks
+
+    is_file = Path(source).suffix in (".json", ".jsonl") or "/" in source
+    src = TaskSource(path=source, limit=limit, offset=offset) if is_file else TaskSource(suite=source, limit=limit,
+                                                                                          offset=offset)
+    for t in load_tasks(src):
+        typer.echo(f"[{t.source}/{t.id}] ({t.domain}) {t.question}\n    answer: {t.answer!r}")

@@ -1,0 +1,17 @@
+"""Chat models: one async interface, several providers, behaviour added by wrapping."""
+
+from agentkd.models.base import ChatModel, Completion, ModelError, PrefillNotSupported, Usage, WrappedModel
+from agentkd.models.config import ModelConfig, SamplingConfig
+from agentkd.models.scripted import ScriptedModel
+
+__all__ = [
+    "ChatModel",
+    "Completion",
+    "ModelConfig",
+    "ModelError",
+    "PrefillNotSupported",
+    "SamplingConfig",
+    "ScriptedModel",
+    "Usage",
+    "WrappedModel",
+]

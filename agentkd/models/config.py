@@ -1,0 +1,38 @@
+"""`ModelConfig`: which model to call and how to sample from it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from agentkd.core.config import StrictConfig
+
+
+class SamplingConfig(StrictConfig):
+    """Default sampling parameters for a model (callers may override per call)."""
+
+    temperature: float = Field(default=0.0, ge=0.0, description="0 = greedy.")
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    max_tokens: int = Field(default=1024, ge=1, description="Maximum new tokens per completion.")
+    seed: int | None = Field(default=None, description="Base seed (per-sample seeds derive from it).")
+
+
+class ModelConfig(StrictConfig):
+    """A chat model: an API model through litellm, an OpenAI-compatible server, or a local model."""
+
+    model: str = Field(
+        default="embedded:smollm2-135m",
+        description="litellm model string (openai/gpt-4o-mini, anthropic/claude-...), 'local:PATH' (HF folder or "
+        ".gguf file), or 'embedded:smollm2-135m'.",
+    )
+    api_base: str | None = Field(default=None, description="OpenAI-compatible server URL (vLLM, agentkd serve).")
+    api_key_env: str | None = Field(default=None, description="Environment variable holding the API key.")
+    adapter: str | None = Field(default=None, description="LoRA adapter folder for local models.")
+    device: str = Field(default="auto", description="Local models: cpu, cuda, cuda:N, or auto.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(default="auto", description="Local models' dtype.")
+    prefill: Literal["auto", "yes", "no"] = Field(
+        default="auto", description="Whether the endpoint accepts assistant prefill (auto: decide by provider)."
+    )
+    timeout_s: float = Field(default=120.0, gt=0, description="Per-request timeout for API models.")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="Default sampling parameters.")
