@@ -1,0 +1,39 @@
+"""Resolve a model spec or `ModelConfig` to a `ChatModel`.
+
+    embedded:smollm2-135m      the packaged SmolLM2 (prepared into the cache on first use)
+    local:/path/to/folder      an HF folder or a .gguf file (an existing path works without the prefix)
+    openai/gpt-4o-mini         anything else goes to litellm (with `api_base` for OpenAI-compatible servers)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agentkd.models.base import ChatModel
+from agentkd.models.config import ModelConfig
+
+
+def local_path_for(spec: str, *, progress: bool = True) -> Path | None:
+    """The folder/file behind a local or embedded spec, or None for API models."""
+    if spec.startswith("embedded:"):
+        from agentkd.models.embedded import prepare_embedded
+
+        return prepare_embedded(spec.split(":", 1)[1], progress=progress)
+    if spec.startswith("local:"):
+        return Path(spec.split(":", 1)[1]).expanduser()
+    if "/" in spec and Path(spec).expanduser().exists():
+        return Path(spec).expanduser()
+    return None
+
+
+def load_model(config: ModelConfig | str, *, progress: bool = True) -> ChatModel:
+    cfg = ModelConfig(model=config) if isinstance(config, str) else config
+    path = None if cfg.api_base else local_path_for(cfg.model, progress=progress)
+    if path is not None:
+        from agentkd.models.local import TransformersModel
+
+        return TransformersModel(path, name=cfg.model, adapter=cfg.adapter, device=cfg.device, dtype=cfg.dtype)
+    from agentkd.models.api import LiteLLMModel
+
+    return LiteLLMModel(cfg.model, api_base=cfg.api_base, api_key_env=cfg.api_key_env, timeout_s=cfg.timeout_s,
+                        prefill=cfg.prefill)

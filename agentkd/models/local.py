@@ -1,0 +1,132 @@
+"""Local transformers models: an HF folder or a GGUF file, optionally with a LoRA adapter.
+
+n > 1 samples are drawn in one batched `generate` call (`num_return_sequences`). Stop sequences stop
+each sequence independently (transformers `stop_strings`) and are cut from the text. Prefill uses the
+chat template's `continue_final_message`, so the reply continues the given assistant text.
+Generation runs in a worker thread under a lock, so the event loop stays responsive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from agentkd.core.config import ConfigError
+from agentkd.models.base import ChatModel, Completion, Message, Usage, truncate_at_stop
+
+log = logging.getLogger(__name__)
+
+
+def _pick_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _pick_dtype(dtype: str, device: str) -> Any:
+    import torch
+
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+class TransformersModel(ChatModel):
+    provider = "local"
+    supports_prefill = True
+
+    def __init__(self, path: str | Path, *, name: str | None = None, adapter: str | Path | None = None,
+                 device: str = "auto", dtype: str = "auto"):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError("model path does not exist", file=path, path="model")
+        self.path = path
+        self.name = name or str(path)
+        self.adapter = str(adapter) if adapter else None
+        self.device = _pick_device(device)
+        kw: dict[str, Any] = {}
+        folder = path
+        if path.is_file():
+            if path.suffix != ".gguf":
+                raise ConfigError("a model file must be a .gguf; otherwise give an HF folder", file=path, path="model")
+            folder, kw["gguf_file"] = path.parent, path.name
+        self.tokenizer = AutoTokenizer.from_pretrained(str(folder), **kw)
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=_pick_dtype(dtype, self.device), **kw)
+        if adapter:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(adapter))
+        self.model = model.to(self.device).eval()
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self._lock = threading.Lock()
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": self.name, "provider": self.provider, "path": str(self.path), "adapter": self.adapter}
+
+    def encode_prompt(self, messages: list[Message], prefill: str | None) -> Any:
+        msgs = [{"role": m["role"], "content": m.get("content") or ""} for m in messages]
+        if prefill:
+            msgs.append({"role": "assistant", "content": prefill})
+        return self.tokenizer.apply_chat_template(
+            msgs, add_generation_prompt=not prefill, continue_final_message=bool(prefill),
+            tokenize=True, return_dict=True, return_tensors="pt",
+        )
+
+    async def _generate(self, messages, *, n, temperature, top_p, max_tokens, stop, seed, prefill):
+        return await asyncio.to_thread(self._generate_sync, messages, n, temperature, top_p, max_tokens, stop,
+                                       seed, prefill)
+
+    def _generate_sync(self, messages: list[Message], n: int, temperature: float | None, top_p: float | None,
+                       max_tokens: int | None, stop: list[str] | None, seed: int | None,
+                       prefill: str | None) -> list[Completion]:
+        import torch
+
+        with self._lock:
+            enc = self.encode_prompt(messages, prefill).to(self.device)
+            prompt_len = enc["input_ids"].shape[1]
+            do_sample = bool(temperature) and temperature > 0  # type: ignore[operator]
+            gen: dict[str, Any] = {
+                "max_new_tokens": max_tokens or 512,
+                "do_sample": do_sample,
+                "pad_token_id": self.tokenizer.pad_token_id,
+                # greedy decoding gives n identical answers: decode once and copy
+                "num_return_sequences": n if do_sample else 1,
+            }
+            if do_sample:
+                gen["temperature"] = temperature
+                gen["top_p"] = top_p if top_p is not None else 1.0
+                gen["top_k"] = 0
+            else:
+                gen.update(temperature=None, top_p=None, top_k=None)
+            if stop:
+                gen["stop_strings"] = stop
+                gen["tokenizer"] = self.tokenizer
+            if seed is not None:
+                torch.manual_seed(seed)
+            with torch.inference_mode():
+                out = self.model.generate(**enc, **gen)
+        new = out[:, prompt_len:]
+        eos = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id} - {None}
+        completions = []
+        for row in new.tolist():
+            length = next((i for i, t in enumerate(row) if t in eos), None)
+            ended_eos = length is not None
+            ids = row if length is None else row[:length]
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            text, stopped = truncate_at_stop(text, stop)
+            finish = "stop" if (stopped or ended_eos or len(ids) < gen["max_new_tokens"]) else "length"
+            usage = Usage(prompt_tokens=prompt_len, completion_tokens=len(ids) if not ended_eos else len(ids) + 1)
+            completions.append(Completion(text=text, finish_reason=finish, usage=usage))
+        if not do_sample and n > 1:
+            completions = [completions[0].model_copy() for _ in range(n)]
+        return completions
