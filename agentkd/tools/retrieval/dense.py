@@ -1,0 +1,60 @@
+"""Dense retrieval with faiss over L2-normalised embeddings (inner product): Flat, HNSW or IVF."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+
+def build_faiss(emb: np.ndarray, kind: str = "flat", *, hnsw_m: int = 32, ef_construction: int = 200,
+                ef_search: int = 128, ivf_nlist: int | None = None, ivf_nprobe: int = 16) -> tuple[Any, dict]:
+    """A faiss index over `emb` (n, d) float32, and the parameters used (for the index metadata)."""
+    import faiss
+
+    n, d = emb.shape
+    emb = np.ascontiguousarray(emb, dtype=np.float32)
+    params: dict[str, Any] = {"type": kind}
+    if kind == "flat":
+        index = faiss.IndexFlatIP(d)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(d, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = ef_construction
+        index.hnsw.efSearch = ef_search
+        params |= {"m": hnsw_m, "ef_construction": ef_construction, "ef_search": ef_search}
+    elif kind == "ivf":
+        nlist = ivf_nlist or max(1, min(int(4 * n**0.5), n // 39 or 1))
+        quantizer = faiss.IndexFlatIP(d)
+        index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.train(emb)
+        index.nprobe = min(ivf_nprobe, nlist)
+        params |= {"nlist": nlist, "nprobe": index.nprobe}
+    else:
+        raise ValueError(f"unknown faiss index type {kind!r} (flat, hnsw, ivf)")
+    index.add(emb)
+    return index, params
+
+
+class DenseIndex:
+    def __init__(self, index: Any, encoder: Any):
+        self.index = index
+        self.encoder = encoder
+
+    @classmethod
+    def load(cls, faiss_path: str | os.PathLike, encoder: Any, params: dict[str, Any] | None = None) -> DenseIndex:
+        import faiss
+
+        index = faiss.read_index(str(faiss_path))
+        params = params or {}
+        if "ef_search" in params and hasattr(index, "hnsw"):
+            index.hnsw.efSearch = params["ef_search"]
+        if "nprobe" in params and hasattr(index, "nprobe"):
+            index.nprobe = params["nprobe"]
+        return cls(index, encoder)
+
+    def search(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+        q = self.encoder.encode_queries([query])
+        scores, rows = self.index.search(q, min(k, self.index.ntotal))
+        keep = rows[0] >= 0
+        return rows[0][keep].astype(np.int64), scores[0][keep].astype(np.float32)
