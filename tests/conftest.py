@@ -22,3 +22,42 @@ def shared_bench() -> Path:
     if not SHARED_BENCH.is_dir():
         pytest.skip(f"needs the paper's benchmark files at {SHARED_BENCH} (present in the dev/CI workspace only)")
     return SHARED_BENCH
+
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen(tmp_path_factory) -> Path:
+    """A tiny random Qwen2 with a BPE tokenizer trained here (builds in about a second)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    out = tmp_path_factory.mktemp("tiny-qwen2")
+    corpus = [
+        "Thought: I will search for the answer.", "Observation: Paris is the capital of France.",
+        "def f(x):\n    return x + 1\nprint(f(2))", "final_answer('Paris')", "The quick brown fox jumps.",
+        "0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15", "<end_code> ```py ``` web_search(query)",
+    ] * 20
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus, trainer)
+    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                     bos_token=None, unk_token=None)
+    hf_tok.chat_template = CHATML
+    hf_tok.save_pretrained(out)
+    cfg = Qwen2Config(vocab_size=len(hf_tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      eos_token_id=hf_tok.eos_token_id, pad_token_id=hf_tok.pad_token_id, tie_word_embeddings=True)
+    import torch
+
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(cfg).save_pretrained(out)
+    return out

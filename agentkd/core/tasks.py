@@ -105,7 +105,9 @@ def _load_hf(src: TaskSource) -> Iterator[dict[str, Any]]:
         ds = datasets.load_dataset(src.hf, src.hf_config, split=src.split)
     except Exception as e:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
-        hint = " (HF_HUB_OFFLINE=1 is set and the dataset is not in the local cache)" if offline else ""
+        missing = type(e).__name__ in ("ConnectionError", "DatasetNotFoundError", "FileNotFoundError",
+                                       "LocalEntryNotFoundError", "OfflineModeIsEnabled")
+        hint = " (HF_HUB_OFFLINE=1 is set and the dataset is not in the local cache)" if offline and missing else ""
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"could not load HF dataset {src.hf!r}{hint}: {first}", path="tasks.hf") from None
     yield from ds

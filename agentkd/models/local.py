@@ -38,6 +38,24 @@ def _pick_dtype(dtype: str, device: str) -> Any:
     return torch.float32
 
 
+class _StopOnText:
+    """Stop each sequence once its *generated* text contains a stop string (transformers' own
+    `stop_strings` also matches text that spans into the prompt, which OpenAI servers never do)."""
+
+    def __init__(self, tokenizer: Any, stop: list[str], prompt_len: int):
+        self.tokenizer, self.stop, self.prompt_len = tokenizer, stop, prompt_len
+        # a stop string of L characters spans at most L tokens (+1 for a partial byte-level token)
+        self.window = max(len(s) for s in stop) + 2
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        new = input_ids[:, self.prompt_len:]
+        tails = new[:, -self.window:].tolist()
+        done = [any(s in self.tokenizer.decode(t, skip_special_tokens=True) for s in self.stop) for t in tails]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
 class TransformersModel(ChatModel):
     provider = "local"
     supports_prefill = True
@@ -90,6 +108,7 @@ class TransformersModel(ChatModel):
                        max_tokens: int | None, stop: list[str] | None, seed: int | None,
                        prefill: str | None) -> list[Completion]:
         import torch
+        from transformers import StoppingCriteriaList
 
         with self._lock:
             enc = self.encode_prompt(messages, prefill).to(self.device)
@@ -109,8 +128,7 @@ class TransformersModel(ChatModel):
             else:
                 gen.update(temperature=None, top_p=None, top_k=None)
             if stop:
-                gen["stop_strings"] = stop
-                gen["tokenizer"] = self.tokenizer
+                gen["stopping_criteria"] = StoppingCriteriaList([_StopOnText(self.tokenizer, stop, prompt_len)])
             if seed is not None:
                 torch.manual_seed(seed)
             with torch.inference_mode():

@@ -1,0 +1,3 @@
+from agentkd.cli import main
+
+main()

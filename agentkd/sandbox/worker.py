@@ -1,0 +1,392 @@
+"""The process that runs inside the sandbox: a persistent Python kernel speaking agentkd's worker protocol.
+
+Standard library only, and importable without side effects: the host reuses `send`/`recv` framing from
+here. Started as ``python -I -S worker.py CONFIG_JSON`` with the token in ``$AGENTKD_TOKEN``.
+
+Process layout inside the sandbox::
+
+    launcher (applies rlimits, drops to the sandbox uid, reaps orphans; holds no user state)
+      └─ kernel 0 (runs code, holds the namespace; connects to the host's Unix socket)
+           └─ kernel N (a forked candidate: its own connection, a copy-on-write copy of the state)
+
+Messages are 4-byte big-endian length + UTF-8 JSON. Host -> kernel: ``run`` {code, soft}, ``fork`` {kids},
+``kill`` {pids}, ``exit``, and ``return``/``raise`` answering a kernel's ``call`` {name, args, kwargs}.
+Kernel -> host: ``hello`` {kid, token, pid}, ``result`` {...}, ``forked`` {pids}, ``call``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import io
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+
+HDR = struct.Struct(">I")
+MAX_MSG = 256 * 1024 * 1024
+
+
+class ChannelClosed(Exception):
+    """The other side of the worker channel went away."""
+
+
+def encode(obj) -> bytes:
+    data = json.dumps(obj, ensure_ascii=False, default=str).encode("utf-8", "surrogatepass")
+    return HDR.pack(len(data)) + data
+
+
+def recv_exact(sock, n: int, buf: bytearray) -> bytes:
+    while len(buf) < n:
+        chunk = sock.recv(max(65536, n - len(buf)))
+        if not chunk:
+            raise ChannelClosed("connection closed")
+        buf += chunk
+    out = bytes(buf[:n])
+    del buf[:n]
+    return out
+
+
+def recv(sock, buf: bytearray):
+    (n,) = HDR.unpack(recv_exact(sock, 4, buf))
+    if n > MAX_MSG:
+        raise ChannelClosed(f"message of {n} bytes exceeds the protocol limit")
+    return json.loads(recv_exact(sock, n, buf).decode("utf-8", "surrogatepass"))
+
+
+def jsonable(x):
+    """`x` if JSON can carry it unchanged, else `.tolist()` (numpy) or `str(x)`."""
+    try:
+        json.dumps(x)
+        return x
+    except (TypeError, ValueError, OverflowError, RecursionError):
+        pass
+    tolist = getattr(x, "tolist", None)
+    if callable(tolist):
+        try:
+            v = tolist()
+            json.dumps(v)
+            return v
+        except Exception:
+            pass
+    try:
+        return str(x)
+    except Exception:
+        return f"<unprintable {type(x).__name__}>"
+
+
+class FinalAnswer(BaseException):
+    """Raised by `final_answer(x)`: stops the code; `except Exception` cannot swallow it."""
+
+    def __init__(self, value):
+        super().__init__(value)
+        self.value = value
+
+
+class SandboxTimeout(BaseException):
+    """The soft time limit expired; the kernel and its state survive."""
+
+
+class _CappedRaw(io.RawIOBase):
+    """fd writer that keeps at most `cap` bytes per run and counts (but drops) the rest."""
+
+    def __init__(self, fd: int, cap: int):
+        self.fd, self.cap, self.kept, self.dropped = fd, cap, 0, 0
+
+    def writable(self):
+        return True
+
+    def write(self, b):
+        n = len(b)
+        room = self.cap - self.kept
+        if room > 0:
+            k = min(room, n)
+            try:
+                k = os.write(self.fd, bytes(b[:k]))
+            except OSError:
+                k = 0
+            self.kept += k
+            self.dropped += n - k
+        else:
+            self.dropped += n
+        return n
+
+
+def _host_exception(name: str, message: str) -> BaseException:
+    cls = getattr(builtins, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Exception)):
+        cls = type(name, (Exception,), {"__module__": "builtins"})
+    try:
+        return cls(message)
+    except Exception:
+        return RuntimeError(f"{name}: {message}")
+
+
+class Kernel:
+    def __init__(self, cfg: dict, token: str, kid: int):
+        self.cfg = cfg
+        self.token = token
+        self.cap = int(cfg.get("max_output", 20000))
+        self.ns: dict = {"__name__": "__main__", "__builtins__": builtins}
+        self.cell = 0
+        self.in_user = False
+        self.tool_names = list(cfg.get("tools", []))
+        self.allowed = cfg.get("allowed_imports")
+        self._stdlib = set(getattr(sys, "stdlib_module_names", ())) | set(sys.builtin_module_names)
+        self._connect(kid)
+        self._install()
+
+    # -- channel ------------------------------------------------------------------------------------
+    def _connect(self, kid: int):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(self.cfg["socket"])
+        self.sock, self.buf = s, bytearray()
+        self.send({"op": "hello", "kid": kid, "token": self.token, "pid": os.getpid()})
+
+    def send(self, obj):
+        self.sock.sendall(encode(obj))
+
+    def recv(self):
+        return recv(self.sock, self.buf)
+
+    # -- namespace ----------------------------------------------------------------------------------
+    def _install(self):
+        kernel = self
+
+        def final_answer(answer=None, *args, **kwargs):
+            if "final_answer" in kernel.tool_names:
+                answer = kernel.call("final_answer", (answer, *args), kwargs)
+            raise FinalAnswer(answer)
+
+        builtins.final_answer = final_answer
+        for name in self.tool_names:
+            if name != "final_answer":
+                self.ns[name] = self._tool(name)
+        real_import = builtins.__import__
+
+        def guarded_import(name, globals=None, locals=None, fromlist=(), level=0):
+            if kernel.allowed is not None and level == 0 and globals is kernel.ns:
+                top = name.partition(".")[0]
+                ok = top in kernel.allowed or ("stdlib" in kernel.allowed and top in kernel._stdlib)
+                if not ok and "*" not in kernel.allowed:
+                    raise ImportError(f"import of {top!r} is not allowed in this sandbox "
+                                      f"(allowed: {', '.join(kernel.allowed)})")
+            return real_import(name, globals, locals, fromlist, level)
+
+        builtins.__import__ = guarded_import
+        signal.signal(signal.SIGALRM, self._on_alarm)
+        self.devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(self.devnull, fd)
+
+    def _tool(self, name: str):
+        kernel = self
+
+        def tool(*args, **kwargs):
+            return kernel.call(name, args, kwargs)
+
+        tool.__name__ = tool.__qualname__ = name
+        tool.__doc__ = f"Host tool {name!r} (runs outside the sandbox)."
+        return tool
+
+    def call(self, name, args, kwargs):
+        try:
+            payload = encode({"op": "call", "name": name, "args": list(args), "kwargs": dict(kwargs)})
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"arguments to tool {name!r} must be JSON-serialisable: {e}") from None
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        try:
+            self.sock.sendall(payload)
+            msg = self.recv()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        if msg.get("op") == "return":
+            return msg.get("value")
+        raise _host_exception(msg.get("type", "ToolError"), msg.get("message", ""))
+
+    def _on_alarm(self, signum, frame):
+        if self.in_user:
+            self.in_user = False
+            raise SandboxTimeout(f"execution exceeded the soft time limit of {self.soft:g}s")
+
+    # -- main loop ----------------------------------------------------------------------------------
+    def loop(self):
+        while True:
+            try:
+                msg = self.recv()
+            except (ChannelClosed, OSError):
+                os._exit(0)
+            op = msg.get("op")
+            if op == "run":
+                self.send(self.run(msg.get("code", ""), float(msg.get("soft", 10.0))))
+            elif op == "fork":
+                pids = []
+                for kid in msg["kids"]:
+                    pid = os.fork()
+                    if pid == 0:
+                        self.sock.close()
+                        self._connect(kid)
+                        break
+                    pids.append(pid)
+                else:
+                    self.send({"op": "forked", "pids": pids})
+            elif op == "kill":
+                for pid in msg.get("pids", []):
+                    try:
+                        os.kill(int(pid), signal.SIGKILL)
+                    except OSError:
+                        pass
+                self.send({"op": "killed"})
+            elif op == "exit":
+                os._exit(0)
+
+    def _read_capture(self, fd: int, raw: _CappedRaw) -> tuple[str, bool]:
+        size = os.fstat(fd).st_size
+        data = os.pread(fd, self.cap, 0) if size else b""
+        total = size + raw.dropped
+        text = data.decode("utf-8", "replace")
+        if total > self.cap:
+            text += f"\n[... output truncated: {total} bytes written, showing the first {self.cap} ...]\n"
+            return text, True
+        return text, False
+
+    def run(self, code: str, soft: float) -> dict:
+        import ast
+        import linecache
+
+        self.cell += 1
+        fname = f"<cell {self.cell}>"
+        linecache.cache[fname] = (len(code), None, code.splitlines(True), fname)
+        out_fd, err_fd = os.memfd_create("stdout"), os.memfd_create("stderr")
+        os.dup2(out_fd, 1)
+        os.dup2(err_fd, 2)
+        raws = [_CappedRaw(1, self.cap + 1), _CappedRaw(2, self.cap + 1)]
+        sys.stdout = io.TextIOWrapper(io.BufferedWriter(raws[0]), encoding="utf-8", errors="backslashreplace")
+        sys.stderr = io.TextIOWrapper(io.BufferedWriter(raws[1]), encoding="utf-8", errors="backslashreplace",
+                                      line_buffering=True)
+        res = {"op": "result", "error": None, "value": None, "timed_out": False, "is_final": False,
+               "final_answer": None}
+        self.soft = soft
+        t0 = time.perf_counter()
+        try:
+            self.in_user = True
+            signal.setitimer(signal.ITIMER_REAL, max(soft, 0.001))
+            tree = ast.parse(code, fname, "exec")
+            last = None
+            if tree.body and isinstance(tree.body[-1], ast.Expr):
+                last = ast.Expression(tree.body.pop().value)
+            exec(compile(tree, fname, "exec"), self.ns)
+            if last is not None:
+                v = eval(compile(last, fname, "eval"), self.ns)
+                if v is not None:
+                    self.in_user = False
+                    r = repr(v)
+                    res["value"] = r if len(r) <= self.cap else r[: self.cap] + "...[repr truncated]"
+            self.in_user = False
+        except FinalAnswer as fa:
+            self.in_user = False
+            res["is_final"], res["final_answer"] = True, jsonable(fa.value)
+        except SandboxTimeout as e:
+            self.in_user = False
+            res["timed_out"] = True
+            res["error"] = f"TimeoutError: {e} (state kept)"
+        except BaseException as e:  # user code errors, SyntaxError, SystemExit, KeyboardInterrupt
+            self.in_user = False
+            res["error"] = self._format(e)
+        finally:
+            self.in_user = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        res["duration_s"] = time.perf_counter() - t0
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except BaseException:
+                pass
+        res["stdout"], t1 = self._read_capture(1, raws[0])
+        res["stderr"], t2 = self._read_capture(2, raws[1])
+        res["truncated"] = t1 or t2
+        os.dup2(self.devnull, 1)
+        os.dup2(self.devnull, 2)
+        os.close(out_fd)
+        os.close(err_fd)
+        return res
+
+    @staticmethod
+    def _format(e: BaseException) -> str:
+        import traceback
+
+        try:
+            if isinstance(e, SyntaxError):
+                return "".join(traceback.format_exception_only(type(e), e)).rstrip()
+            frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename.startswith("<cell")]
+            lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)] if frames else []
+            lines += traceback.format_exception_only(type(e), e)
+            return "".join(lines).rstrip()
+        except BaseException:
+            return f"{type(e).__name__}: <error while formatting the exception>"
+
+
+def _apply_limits(cfg: dict) -> None:
+    import resource
+
+    for name, value in (cfg.get("rlimits") or {}).items():
+        res = getattr(resource, name, None)
+        if res is None or value is None:
+            continue
+        try:
+            resource.setrlimit(res, (int(value), int(value)))
+        except (ValueError, OSError):
+            pass
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over-long writes fail with EFBIG instead of killing
+
+
+def _drop_privileges(cfg: dict) -> None:
+    uid, gid = cfg.get("uid"), cfg.get("gid")
+    if os.geteuid() == 0 and uid is not None:
+        os.setgroups([])
+        os.setgid(int(gid if gid is not None else uid))
+        os.setuid(int(uid))
+    if os.geteuid() == 0 and not cfg.get("allow_root"):
+        raise SystemExit("agentkd worker refuses to run user code as root")
+
+
+def _subreaper() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except Exception:
+        pass
+
+
+def main(argv: list[str]) -> None:
+    cfg = json.loads(argv[1])
+    token = os.environ.pop("AGENTKD_TOKEN", "")
+    _apply_limits(cfg)
+    _drop_privileges(cfg)
+    sys.path[:0] = [p for p in cfg.get("paths", []) if p not in sys.path]
+    if cfg.get("workdir"):
+        os.chdir(cfg["workdir"])
+    if os.getpid() != 1:
+        _subreaper()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            Kernel(cfg, token, 0).loop()
+        finally:
+            os._exit(1)
+    # launcher: reap every child until none is left, then leave (ending the sandbox).
+    while True:
+        try:
+            os.wait()
+        except ChildProcessError:
+            os._exit(0)
+        except InterruptedError:
+            continue
+
+
+if __name__ == "__main__":
+    main(sys.argv)

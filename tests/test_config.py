@@ -1,0 +1,96 @@
+"""Recipes and stage configs: overrides, and one-line errors naming the file and key path (CLI exit 2)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from agentkd.core.config import ConfigError, apply_overrides, explain, load_config, load_recipe
+from agentkd.serve.config import ServeConfig
+
+
+def write(tmp_path, text, name="recipe.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_recipe_loads_sections_and_overrides(tmp_path):
+    p = write(tmp_path, "serve:\n  port: 9000\nmodel:\n  model: openai/gpt-4o-mini\n  sampling: {temperature: 0.5}\n")
+    cfgs = load_recipe(p, ["model.sampling.max_tokens=64", "serve.host=0.0.0.0"])
+    assert cfgs["serve"].port == 9000 and cfgs["serve"].host == "0.0.0.0"
+    assert cfgs["model"].sampling.temperature == 0.5 and cfgs["model"].sampling.max_tokens == 64
+
+
+def test_unknown_key_names_file_and_key_path(tmp_path):
+    p = write(tmp_path, "model:\n  sampling:\n    temprature: 0.5\n")
+    with pytest.raises(ConfigError) as e:
+        load_recipe(p)
+    assert str(e.value) == f"{p}: model.sampling.temprature: unknown key"
+
+
+def test_wrong_type_and_unknown_section(tmp_path):
+    p = write(tmp_path, "serve:\n  port: lots\n")
+    with pytest.raises(ConfigError, match=r"recipe.yaml: serve.port: .*integer.*'lots'"):
+        load_recipe(p)
+    p2 = write(tmp_path, "colect:\n  x: 1\n", "r2.yaml")
+    with pytest.raises(ConfigError, match=r"r2.yaml: colect: unknown section"):
+        load_recipe(p2)
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml: file not found"):
+        load_recipe(tmp_path / "nope.yaml")
+    p = write(tmp_path, "serve: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"recipe.yaml: line \d+: invalid YAML"):
+        load_recipe(p)
+
+
+def test_override_parsing_and_errors():
+    out = apply_overrides({"a": {"b": 1}}, ["a.b=2", "a.c=[1, 2]", "d.e=text", "f=null"])
+    assert out == {"a": {"b": 2, "c": [1, 2]}, "d": {"e": "text"}, "f": None}
+    with pytest.raises(ConfigError, match="must look like"):
+        apply_overrides({}, ["novalue"])
+    with pytest.raises(ConfigError, match="a.b is not a mapping"):
+        apply_overrides({"a": {"b": 1}}, ["a.b.c=2"])
+
+
+def test_load_config_section_and_cli_only(tmp_path):
+    p = write(tmp_path, "serve:\n  port: 1234\n")
+    assert load_config(ServeConfig, p, section="serve").port == 1234
+    assert load_config(ServeConfig, overrides=["port=5"]).port == 5
+    with pytest.raises(ConfigError, match=r"--set: portt: unknown key"):
+        load_config(ServeConfig, overrides=["portt=5"])
+
+
+def test_every_field_documented():
+    from agentkd.core.config import SECTIONS, section_class
+
+    for name in SECTIONS:
+        for key, _type, _default, desc in explain(section_class(name), prefix=f"{name}."):
+            assert desc, f"{key} has no description"
+
+
+def _cli(*args):
+    env = {**os.environ, "COLUMNS": "250"}
+    return subprocess.run([sys.executable, "-m", "agentkd", *args], capture_output=True, text=True, timeout=120,
+                          env=env)
+
+
+def test_cli_config_error_is_one_line_exit_2(tmp_path):
+    p = write(tmp_path, "serve:\n  bogus: 1\n")
+    r = _cli("recipe", "check", str(p))
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"error: {p}: serve.bogus: unknown key"
+    assert "Traceback" not in r.stderr + r.stdout
+
+
+def test_cli_recipe_check_and_explain(tmp_path):
+    p = write(tmp_path, "serve:\n  port: 7000\n")
+    r = _cli("recipe", "check", str(p), "--set", "serve.port=7001")
+    assert r.returncode == 0 and "port: 7001" in r.stdout
+    r = _cli("recipe", "explain", "serve")
+    assert r.returncode == 0 and "serve.max_tokens_limit" in r.stdout and "Largest max_tokens" in r.stdout
