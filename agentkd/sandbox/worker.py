@@ -223,16 +223,21 @@ class Kernel:
             if op == "run":
                 self.send(self.run(msg.get("code", ""), float(msg.get("soft", 10.0))))
             elif op == "fork":
-                pids = []
+                pids, err, child = [], None, False
                 for kid in msg["kids"]:
-                    pid = os.fork()
+                    try:
+                        pid = os.fork()
+                    except OSError as e:
+                        err = f"fork failed: {e}"
+                        break
                     if pid == 0:
+                        child = True
                         self.sock.close()
                         self._connect(kid)
                         break
                     pids.append(pid)
-                else:
-                    self.send({"op": "forked", "pids": pids})
+                if not child:
+                    self.send({"op": "forked", "pids": pids, "error": err})
             elif op == "kill":
                 for pid in msg.get("pids", []):
                     try:
@@ -264,7 +269,8 @@ class Kernel:
         os.dup2(out_fd, 1)
         os.dup2(err_fd, 2)
         raws = [_CappedRaw(1, self.cap + 1), _CappedRaw(2, self.cap + 1)]
-        sys.stdout = io.TextIOWrapper(io.BufferedWriter(raws[0]), encoding="utf-8", errors="backslashreplace")
+        sys.stdout = io.TextIOWrapper(io.BufferedWriter(raws[0]), encoding="utf-8", errors="backslashreplace",
+                                      line_buffering=True)
         sys.stderr = io.TextIOWrapper(io.BufferedWriter(raws[1]), encoding="utf-8", errors="backslashreplace",
                                       line_buffering=True)
         res = {"op": "result", "error": None, "value": None, "timed_out": False, "is_final": False,
@@ -376,8 +382,12 @@ def main(argv: list[str]) -> None:
     if pid == 0:
         try:
             Kernel(cfg, token, 0).loop()
-        finally:
-            os._exit(1)
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+            sys.stderr.flush()
+        os._exit(1)
     # launcher: reap every child until none is left, then leave (ending the sandbox).
     while True:
         try:

@@ -1,0 +1,43 @@
+"""Secure, persistent execution of model-written Python, with host tools and forkable state.
+
+    from agentkd.sandbox import Sandbox, SandboxConfig, ExecResult
+
+    with Sandbox(SandboxConfig(backend="auto", timeout_s=10, memory_mb=1024), tools={"web_search": fn}) as sb:
+        r = sb.run("x = 2\\nprint(x + 1)")        # ExecResult: stdout, stderr, error, value, timed_out, ...
+        r = sb.run("print(x * 10)")              # state persists within the episode
+        r = sb.run("web_search('q')")            # host tools are plain functions inside the sandbox
+        rs = sb.run_candidates([code_a, code_b]) # each on a copy of the current state, in parallel
+        sb.commit(rs[1])                         # adopt one candidate's state (SAG); others are dropped
+        sb.backend, sb.isolation(), sb.start_time_s
+
+`Sandbox(config, tools)`
+    `run(code, timeout_s=None) -> ExecResult` never raises for problems in the code: errors, soft timeouts
+    (SIGALRM-interrupt, state kept), hard timeouts and worker deaths (sandbox restarted, `restarted=True`,
+    state lost) are reported in the result. `run_candidates(codes) -> list[ExecResult]` forks the worker
+    once per code (copy-on-write) and runs them concurrently; `commit(result)` makes that candidate's
+    process the main worker. `restart()`, `close()` (kills every process the sandbox started).
+`ExecResult`
+    stdout, stderr (fd-level capture, child processes included, truncated to `max_output_bytes` with a
+    marker), error (exception type, message and the user-code traceback lines), value (repr of the last
+    expression), timed_out, restarted, truncated, duration_s, is_final/final_answer, `.observation()`.
+Inside the sandbox
+    `final_answer(x)` stops the code (a BaseException, so `except Exception` cannot swallow it) and sets
+    `is_final`. Each host tool is a function of the same name; arguments and results travel as JSON over
+    the worker's Unix socket; a host exception is re-raised inside with the same type name and message.
+    Calls from concurrent candidates are serialised by a lock on the host. Imports are limited by
+    `allowed_imports` (default: stdlib, numpy, sympy).
+Backends (`config.backend`; `auto` tries them in this order)
+    docker      one container per episode: no network, memory/pids limits, read-only root, tmpfs work dir,
+                all capabilities dropped, no-new-privileges, uid 65534. Needs a local daemon
+                ($AGENTKD_DOCKER_HOST / $DOCKER_HOST) and the image (`agentkd sandbox build-image`).
+    bwrap       bubblewrap namespaces (mount, pid, net, ipc, uts), read-only system folders only, tmpfs
+                /work, seccomp filter (x86_64), cgroup memory/pids limits, non-root uid. The default.
+    subprocess  uid drop + rlimits only; warns loudly; refuses to run code as root unless `allow_unsafe`.
+Every backend runs the same stdlib-only worker (`agentkd/sandbox/worker.py`) with the same protocol.
+"""
+
+from agentkd.sandbox.config import SandboxConfig
+from agentkd.sandbox.result import ExecResult
+from agentkd.sandbox.sandbox import Sandbox, SandboxError, choose_backend
+
+__all__ = ["ExecResult", "Sandbox", "SandboxConfig", "SandboxError", "choose_backend"]

@@ -1,0 +1,112 @@
+"""What every backend provides, and helpers the local (bwrap, subprocess) backends share."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import ClassVar
+
+from agentkd.sandbox.config import SandboxConfig
+
+WORKER_PY = Path(__file__).resolve().parents[1] / "worker.py"
+SANDBOX_ENV = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "HOME": "/work",
+    "LANG": "C.UTF-8",
+    "LC_ALL": "C.UTF-8",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTHONUNBUFFERED": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
+
+
+class Backend:
+    """Starts and kills one sandbox holding the worker. The worker connects back to `socket_dir/ctl.sock`."""
+
+    name: ClassVar[str] = "base"
+
+    def __init__(self, config: SandboxConfig, socket_dir: str):
+        self.config = config
+        self.socket_dir = socket_dir
+
+    @classmethod
+    def unavailable(cls, config: SandboxConfig) -> str | None:
+        """None when this backend can run here, else the reason it cannot."""
+        raise NotImplementedError
+
+    def start(self, worker_cfg: dict, token: str) -> None:
+        raise NotImplementedError
+
+    def alive(self) -> bool:
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        raise NotImplementedError
+
+    def diagnostics(self) -> str:
+        """Whatever the sandbox printed before it connected (for start-up errors)."""
+        return ""
+
+    def isolation(self) -> dict[str, bool]:
+        """Which walls are up: network, filesystem, pid, memory, uid, seccomp (+ procs)."""
+        raise NotImplementedError
+
+    def rlimits(self, cgroup_limits: dict[str, bool]) -> dict[str, int]:
+        c = self.config
+        mb = 1024 * 1024
+        lim = {
+            "RLIMIT_CPU": c.cpu_time_s,
+            "RLIMIT_FSIZE": c.max_file_mb * mb,
+            "RLIMIT_CORE": 0,
+            "RLIMIT_NOFILE": 1024,
+            # per-process address space: a clean MemoryError for one huge allocation; the cgroup (when
+            # present) caps the whole tree.
+            "RLIMIT_AS": (c.memory_mb + 1024) * mb if cgroup_limits.get("memory") else c.memory_mb * mb,
+        }
+        if not cgroup_limits.get("pids"):
+            lim["RLIMIT_NPROC"] = c.max_procs
+        return lim
+
+
+def host_python() -> str:
+    """The base interpreter behind this (possibly virtual) environment."""
+    exe = getattr(sys, "_base_executable", None) or sys.executable
+    return os.path.realpath(exe)
+
+
+def site_paths(modules: tuple[str, ...] = ("numpy", "sympy", "mpmath")) -> list[str]:
+    """site-packages folders that hold the default sandbox packages in the host environment."""
+    import importlib.util
+
+    out: list[str] = []
+    for m in modules:
+        try:
+            spec = importlib.util.find_spec(m)
+        except (ImportError, ValueError):
+            spec = None
+        if spec and spec.submodule_search_locations:
+            d = str(Path(next(iter(spec.submodule_search_locations))).resolve().parent)
+            if d not in out:
+                out.append(d)
+    return out
+
+
+def read_pipe_nonblocking(p: subprocess.Popen | None, limit: int = 8192) -> str:
+    if p is None or p.stderr is None:
+        return ""
+    import select
+
+    out = b""
+    try:
+        while len(out) < limit and select.select([p.stderr], [], [], 0.05)[0]:
+            chunk = os.read(p.stderr.fileno(), limit)
+            if not chunk:
+                break
+            out += chunk
+    except (OSError, ValueError):
+        pass
+    return out.decode("utf-8", "replace")

@@ -1,0 +1,180 @@
+"""bubblewrap backend: new mount/pid/net/ipc/uts namespaces, a read-only system, a tmpfs work dir,
+a seccomp filter, a per-sandbox cgroup, and (when agentkd runs as root) a drop to a non-root uid.
+
+As root, bwrap runs privileged without a user namespace and keeps only CAP_SETUID/CAP_SETGID, which the
+worker spends at once on `setuid(config.uid)`: the code then runs as a real unprivileged host uid (a user
+namespace mapping the sandbox uid to host root would let it read root-owned files it can see). As a normal
+user, bwrap adds a user namespace and the code runs as that user, seeing only the mounted system folders.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from agentkd.sandbox.backends.base import (
+    SANDBOX_ENV,
+    WORKER_PY,
+    Backend,
+    host_python,
+    read_pipe_nonblocking,
+    site_paths,
+)
+from agentkd.sandbox.cgroup import Cgroup
+
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives", "/etc/localtime",
+             "/etc/ssl/certs")
+SOCKET_DIR = "/run/agentkd"
+WORKER_IN = "/opt/agentkd/worker.py"
+
+
+class BwrapBackend(Backend):
+    name = "bwrap"
+
+    def __init__(self, config, socket_dir):
+        super().__init__(config, socket_dir)
+        self.proc: subprocess.Popen | None = None
+        self.cgroup: Cgroup | None = None
+        self._seccomp = False
+
+    @classmethod
+    def unavailable(cls, config) -> str | None:
+        exe = shutil.which("bwrap")
+        if not exe:
+            return "bubblewrap (bwrap) is not installed"
+        try:
+            r = subprocess.run([exe, "--ro-bind", "/", "/", "--unshare-net", "--unshare-pid",
+                                *([] if os.geteuid() == 0 else ["--unshare-user"]), "true"],
+                               capture_output=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return f"bwrap failed to run: {e}"
+        if r.returncode != 0:
+            return f"bwrap cannot create namespaces here: {r.stderr.decode(errors='replace').strip()}"
+        return None
+
+    def _python(self) -> tuple[str, list[str], list[str]]:
+        """(interpreter, host site-packages to mount at /opt/agentkd/siteN, host folders to mount as they are)."""
+        if self.config.python:
+            exe = os.path.realpath(shutil.which(self.config.python) or self.config.python)
+            return exe, [], [str(Path(exe).parent.parent)]
+        import sys
+
+        return host_python(), site_paths(), [os.path.realpath(sys.base_prefix)]
+
+    def command(self, worker_cfg: dict, token: str, seccomp_fd: int | None) -> list[str]:
+        c = self.config
+        root = os.geteuid() == 0
+        exe, site, binds = self._python()
+        args = ["bwrap", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
+                "--new-session"]
+        if root:
+            args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+        else:
+            args += ["--unshare-user", "--disable-userns"]
+        for d in SYSTEM_DIRS:
+            if os.path.islink(d):
+                args += ["--symlink", os.readlink(d), d]
+            elif os.path.isdir(d):
+                args += ["--ro-bind", d, d]
+        for f in ETC_FILES:
+            args += ["--ro-bind-try", f, f]
+        made = {"/", "/usr", "/tmp", "/work", "/opt", "/run"}
+        for b in [*binds, *c.extra_ro_paths]:
+            b = os.path.realpath(b)
+            if any(b == d or b.startswith(d.rstrip("/") + "/") for d in SYSTEM_DIRS if not os.path.islink(d)):
+                continue
+            parents = list(Path(b).parents)[::-1][1:]
+            for p in parents:
+                if str(p) not in made:
+                    args += ["--perms", "0755", "--dir", str(p)]
+                    made.add(str(p))
+            args += ["--ro-bind", b, b]
+        mb = 1024 * 1024
+        args += ["--proc", "/proc", "--dev", "/dev",
+                 "--perms", "1777", "--size", str(64 * mb), "--tmpfs", "/tmp",
+                 "--perms", "0777", "--size", str(c.work_dir_mb * mb), "--tmpfs", "/work",
+                 "--perms", "0755", "--dir", "/opt", "--perms", "0755", "--dir", "/opt/agentkd",
+                 "--ro-bind", str(WORKER_PY), WORKER_IN,
+                 *[a for i, p in enumerate(site) for a in ("--ro-bind", p, f"/opt/agentkd/site{i}")],
+                 "--perms", "0755", "--dir", "/run", "--bind", self.socket_dir, SOCKET_DIR,
+                 "--chdir", "/work", "--clearenv"]
+        for k, v in {**SANDBOX_ENV, "AGENTKD_TOKEN": token}.items():
+            args += ["--setenv", k, v]
+        if seccomp_fd is not None:
+            args += ["--seccomp", str(seccomp_fd)]
+        cfg = {**worker_cfg, "socket": f"{SOCKET_DIR}/ctl.sock", "workdir": "/work",
+               "paths": [f"/opt/agentkd/site{i}" for i in range(len(site))] + worker_cfg.get("paths", []),
+               "uid": c.uid if root else None, "gid": c.gid if root else None,
+               "allow_root": False}
+        return [*args, "--", exe, "-I", "-S", WORKER_IN, json.dumps(cfg)]
+
+    def start(self, worker_cfg: dict, token: str) -> None:
+        from agentkd.sandbox import seccomp
+
+        c = self.config
+        self.cgroup = Cgroup.create(c.memory_mb, c.max_procs)
+        cg_limits = self.cgroup.limits if self.cgroup else {}
+        worker_cfg = {**worker_cfg, "rlimits": self.rlimits(cg_limits)}
+        prog = seccomp.build()
+        rfd = None
+        if prog is not None:
+            rfd, wfd = os.pipe()
+            os.write(wfd, prog)
+            os.close(wfd)
+        self._seccomp = prog is not None
+        cmd = self.command(worker_cfg, token, rfd)
+        dirs = [str(d / "cgroup.procs") for d in self.cgroup.dirs] if self.cgroup else []
+
+        def join_cgroup() -> None:  # runs in the child between fork and exec: keep it to raw syscalls
+            pid = str(os.getpid()).encode()
+            for path in dirs:
+                fd = os.open(path, os.O_WRONLY)
+                os.write(fd, pid)
+                os.close(fd)
+
+        try:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.PIPE, pass_fds=(rfd,) if rfd is not None else (),
+                                         preexec_fn=join_cgroup if dirs else None)
+        finally:
+            if rfd is not None:
+                os.close(rfd)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def diagnostics(self) -> str:
+        return read_pipe_nonblocking(self.proc)
+
+    def oom_killed(self) -> bool:
+        return bool(self.cgroup and self.cgroup.oom_killed())
+
+    def kill(self) -> None:
+        if self.cgroup is not None:
+            self.cgroup.kill()
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                try:
+                    self.proc.kill()
+                except OSError:
+                    pass
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            if self.proc.stderr:
+                self.proc.stderr.close()
+            self.proc = None
+        if self.cgroup is not None:
+            self.cgroup.remove()
+            self.cgroup = None
+
+    def isolation(self) -> dict[str, bool]:
+        lim = self.cgroup.limits if self.cgroup else {}
+        return {"network": True, "filesystem": True, "pid": True, "memory": True, "memory_cgroup": bool(lim.get("memory")),
+                "procs_cgroup": bool(lim.get("pids")), "uid": True,  # root: setuid(config.uid); otherwise the (non-root) user itself
+                "seccomp": self._seccomp}

@@ -1,0 +1,106 @@
+"""subprocess backend: the worker as a plain child process. No filesystem, network or pid isolation —
+only a non-root uid (when agentkd runs as root), rlimits, a cgroup when writable, and a scrubbed
+environment. Chosen by `auto` only when nothing better exists, with a loud warning.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import tempfile
+
+from agentkd.sandbox.backends.base import (
+    SANDBOX_ENV,
+    WORKER_PY,
+    Backend,
+    host_python,
+    read_pipe_nonblocking,
+    site_paths,
+)
+from agentkd.sandbox.cgroup import Cgroup
+
+log = logging.getLogger(__name__)
+
+
+class SubprocessBackend(Backend):
+    name = "subprocess"
+
+    def __init__(self, config, socket_dir):
+        super().__init__(config, socket_dir)
+        self.proc: subprocess.Popen | None = None
+        self.cgroup: Cgroup | None = None
+        self.workdir: str | None = None
+
+    @classmethod
+    def unavailable(cls, config) -> str | None:
+        return None
+
+    def start(self, worker_cfg: dict, token: str) -> None:
+        c = self.config
+        root = os.geteuid() == 0
+        log.warning("agentkd sandbox: the 'subprocess' backend does NOT isolate the filesystem or network; "
+                    "install bubblewrap or Docker for real isolation")
+        self.cgroup = Cgroup.create(c.memory_mb, c.max_procs)
+        self.workdir = tempfile.mkdtemp(prefix="agentkd-work-")
+        if root:
+            os.chown(self.workdir, c.uid, c.gid)
+        cfg = {**worker_cfg, "socket": os.path.join(self.socket_dir, "ctl.sock"), "workdir": self.workdir,
+               "uid": c.uid if root else None, "gid": c.gid if root else None, "allow_root": c.allow_unsafe,
+               "rlimits": self.rlimits(self.cgroup.limits if self.cgroup else {}),
+               "paths": ([] if c.python else site_paths()) + worker_cfg.get("paths", [])}
+        env = {**SANDBOX_ENV, "HOME": self.workdir, "AGENTKD_TOKEN": token}
+        dirs = [str(d / "cgroup.procs") for d in self.cgroup.dirs] if self.cgroup else []
+
+        def preexec() -> None:
+            pid = str(os.getpid()).encode()
+            for path in dirs:
+                fd = os.open(path, os.O_WRONLY)
+                os.write(fd, pid)
+                os.close(fd)
+
+        exe = c.python or host_python()
+        self.proc = subprocess.Popen([exe, "-I", "-S", str(WORKER_PY), json.dumps(cfg)], env=env,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     start_new_session=True, preexec_fn=preexec if dirs else None,
+                                     cwd=self.workdir)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def diagnostics(self) -> str:
+        return read_pipe_nonblocking(self.proc)
+
+    def oom_killed(self) -> bool:
+        return bool(self.cgroup and self.cgroup.oom_killed())
+
+    def kill(self) -> None:
+        import shutil
+
+        if self.cgroup is not None:
+            self.cgroup.kill()
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, 9)
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            if self.proc.stderr:
+                self.proc.stderr.close()
+            self.proc = None
+        if self.cgroup is not None:
+            self.cgroup.remove()
+            self.cgroup = None
+        if self.workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+    def isolation(self) -> dict[str, bool]:
+        lim = self.cgroup.limits if self.cgroup else {}
+        return {"network": False, "filesystem": False, "pid": False, "memory": True,
+                "memory_cgroup": bool(lim.get("memory")), "procs_cgroup": bool(lim.get("pids")),
+                "uid": os.geteuid() != 0 or self.config.uid != 0, "seccomp": False}

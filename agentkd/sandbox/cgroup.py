@@ -1,0 +1,135 @@
+"""Per-sandbox cgroups (v2 unified or v1 memory+pids) limiting a whole process tree; best effort.
+
+`Cgroup.create(...)` returns None when no writable hierarchy exists (then the worker's per-process
+RLIMIT_AS is the only memory limit). `join()` is called in the child before exec so every process the
+sandbox ever starts is inside; `kill()` SIGKILLs everything still inside (e.g. `setsid` daemons).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path("/sys/fs/cgroup")
+
+
+def _write(path: Path, value: str) -> bool:
+    try:
+        path.write_text(value)
+        return True
+    except OSError:
+        return False
+
+
+class Cgroup:
+    def __init__(self, dirs: list[Path], limits: dict[str, bool]):
+        self.dirs = dirs
+        self.limits = limits  # {"memory": bool, "pids": bool}
+
+    @classmethod
+    def create(cls, memory_mb: int, max_procs: int, name: str | None = None) -> Cgroup | None:
+        name = name or f"sb-{uuid.uuid4().hex[:12]}"
+        mem = memory_mb * 1024 * 1024
+        if (ROOT / "cgroup.controllers").exists():  # v2
+            parent = ROOT / "agentkd"
+            try:
+                parent.mkdir(exist_ok=True)
+                _write(ROOT / "cgroup.subtree_control", "+memory +pids")
+                _write(parent / "cgroup.subtree_control", "+memory +pids")
+                d = parent / name
+                d.mkdir()
+            except OSError:
+                return None
+            ok_mem = _write(d / "memory.max", str(mem))
+            _write(d / "memory.swap.max", "0")
+            ok_pids = _write(d / "pids.max", str(max_procs))
+            if not (ok_mem or ok_pids):
+                cls([d], {}).remove()
+                return None
+            return cls([d], {"memory": ok_mem, "pids": ok_pids})
+        dirs, limits = [], {}
+        for ctrl, files in (("memory", [("memory.limit_in_bytes", mem), ("memory.memsw.limit_in_bytes", mem)]),
+                            ("pids", [("pids.max", max_procs)])):
+            base = ROOT / ctrl
+            if not base.is_dir():
+                continue
+            d = base / "agentkd" / name
+            try:
+                d.mkdir(parents=True)
+            except OSError:
+                continue
+            ok = _write(d / files[0][0], str(files[0][1]))
+            for f, v in files[1:]:
+                _write(d / f, str(v))
+            if ok:
+                dirs.append(d)
+                limits[ctrl] = True
+            else:
+                _rmdir(d)
+        return cls(dirs, limits) if dirs else None
+
+    def join(self, pid: int = 0) -> None:
+        """Move `pid` (0 = the calling process) into every hierarchy; safe in a preexec_fn."""
+        for d in self.dirs:
+            with open(d / "cgroup.procs", "w") as f:
+                f.write(str(pid or os.getpid()))
+
+    def pids(self) -> set[int]:
+        out: set[int] = set()
+        for d in self.dirs:
+            try:
+                out |= {int(x) for x in (d / "cgroup.procs").read_text().split()}
+            except OSError:
+                pass
+        return out
+
+    def oom_killed(self) -> bool:
+        for d in self.dirs:
+            for f, key in (("memory.events", "oom_kill"), ("memory.oom_control", "oom_kill")):
+                try:
+                    for line in (d / f).read_text().splitlines():
+                        k, _, v = line.partition(" ")
+                        if k == key and int(v) > 0:
+                            return True
+                except (OSError, ValueError):
+                    pass
+            try:
+                if int((d / "memory.failcnt").read_text()) > 0 and (d / "memory.failcnt").exists():
+                    pass
+            except (OSError, ValueError):
+                pass
+        return False
+
+    def kill(self, timeout: float = 2.0) -> None:
+        for d in self.dirs:
+            _write(d / "cgroup.kill", "1")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            left = self.pids()
+            if not left:
+                return
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            time.sleep(0.01)
+
+    def remove(self) -> None:
+        self.kill()
+        for d in self.dirs:
+            _rmdir(d)
+
+
+def _rmdir(d: Path) -> None:
+    for _ in range(50):
+        try:
+            d.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.02)

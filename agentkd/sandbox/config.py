@@ -1,0 +1,57 @@
+"""`SandboxConfig`: which backend runs model-written code, and under which limits."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from agentkd.core.config import StrictConfig
+
+BackendName = Literal["auto", "docker", "bwrap", "subprocess"]
+
+
+class SandboxConfig(StrictConfig):
+    """Limits and backend choice for one agent episode's persistent Python worker."""
+
+    backend: BackendName = Field(
+        default="auto",
+        description="auto (docker when a daemon answers and the image exists, else bwrap, else subprocess), "
+        "docker, bwrap, or subprocess (no isolation beyond a uid and rlimits; warns loudly).",
+    )
+    timeout_s: float = Field(default=10.0, gt=0, description="Soft wall-time limit per run (interrupts, keeps state).")
+    hard_timeout_grace_s: float = Field(
+        default=2.0, gt=0, description="Extra seconds after the soft limit before the worker is killed and restarted."
+    )
+    memory_mb: int = Field(default=1024, ge=64, description="Memory limit for the sandbox's whole process tree.")
+    max_procs: int = Field(default=64, ge=4, description="Maximum number of processes/threads in the sandbox.")
+    cpu_time_s: int = Field(default=600, ge=1, description="CPU-seconds limit per sandbox process (RLIMIT_CPU).")
+    max_file_mb: int = Field(default=64, ge=1, description="Largest file a sandboxed process may write (RLIMIT_FSIZE).")
+    work_dir_mb: int = Field(default=256, ge=1, description="Size of the private writable work dir (tmpfs).")
+    max_output_bytes: int = Field(
+        default=20000, ge=100, description="stdout/stderr kept per run; the rest is dropped with a visible marker."
+    )
+    allowed_imports: list[str] | None = Field(
+        default=["stdlib", "numpy", "sympy", "mpmath"],
+        description="Top-level modules user code may import ('stdlib' = the standard library, '*' or null = any "
+        "module present in the sandbox). A convenience policy; isolation is the security boundary.",
+    )
+    uid: int = Field(default=65534, ge=1, description="Non-root uid the code runs as when agentkd runs as root.")
+    gid: int = Field(default=65534, ge=1, description="Group id matching `uid`.")
+    python: str | None = Field(
+        default=None, description="Interpreter for bwrap/subprocess workers (default: the host's base interpreter)."
+    )
+    extra_ro_paths: list[str] = Field(
+        default_factory=list, description="Host paths bind-mounted read-only into the bwrap sandbox (same path)."
+    )
+    docker_host: str | None = Field(
+        default=None,
+        description="Docker daemon URL (default: $AGENTKD_DOCKER_HOST, then $DOCKER_HOST, then the local socket).",
+    )
+    docker_image: str = Field(default="agentkd-sandbox:latest", description="Image with python3 (+numpy, sympy).")
+    start_timeout_s: float = Field(default=30.0, gt=0, description="How long to wait for a new worker to connect.")
+    allow_unsafe: bool = Field(
+        default=False,
+        description="Permit the subprocess backend to run code as root (never needed when agentkd runs as root "
+        "with a uid to drop to).",
+    )

@@ -1,0 +1,334 @@
+"""`Sandbox`: one episode's persistent, isolated Python worker, with host tools and forkable state."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from agentkd.sandbox.backends import AUTO_ORDER, backend_class
+from agentkd.sandbox.backends.base import Backend
+from agentkd.sandbox.config import SandboxConfig
+from agentkd.sandbox.protocol import Channel, ChannelClosed, accept_hello
+from agentkd.sandbox.result import ExecResult
+from agentkd.sandbox.worker import jsonable
+
+log = logging.getLogger(__name__)
+
+
+class SandboxError(RuntimeError):
+    """The sandbox could not be started or was used wrongly (e.g. committing a stale candidate)."""
+
+
+def choose_backend(config: SandboxConfig) -> tuple[type[Backend], dict[str, str]]:
+    """The backend class `config.backend` resolves to, and why each skipped backend was skipped."""
+    skipped: dict[str, str] = {}
+    names = AUTO_ORDER if config.backend == "auto" else (config.backend,)
+    for name in names:
+        cls = backend_class(name)
+        reason = cls.unavailable(config)
+        if reason is None:
+            return cls, skipped
+        skipped[name] = reason
+    detail = "; ".join(f"{k}: {v}" for k, v in skipped.items())
+    raise SandboxError(f"no usable sandbox backend ({detail})")
+
+
+def _cleanup(impl: Backend | None, listener: socket.socket | None, sockdir: str | None) -> None:
+    if impl is not None:
+        try:
+            impl.kill()
+        except Exception:  # pragma: no cover - best effort at interpreter exit
+            pass
+    if listener is not None:
+        listener.close()
+    if sockdir:
+        shutil.rmtree(sockdir, ignore_errors=True)
+
+
+class Sandbox:
+    """A persistent worker per episode. See `agentkd.sandbox` for the API overview."""
+
+    def __init__(self, config: SandboxConfig | None = None, tools: Mapping[str, Callable[..., Any]] | None = None,
+                 **overrides: Any):
+        if config is None:
+            config = SandboxConfig(**overrides)
+        elif overrides:
+            config = config.model_copy(update=overrides)
+        self.config = config
+        self.tools = dict(tools or {})
+        self.start_time_s: float | None = None  # seconds from launch to a connected worker (last start)
+        self.restarts = 0
+        self._tool_lock = threading.Lock()
+        self._main_lock = threading.Lock()
+        self._impl: Backend | None = None
+        self._cls: type[Backend] | None = None
+        self._main: Channel | None = None
+        self._candidates: dict[int, Channel] = {}
+        self._generation = 0
+        self._next_kid = 1
+        self._listener: socket.socket | None = None
+        self._sockdir: str | None = None
+        self._token = ""
+        self._finalizer: weakref.finalize | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    def __enter__(self) -> Sandbox:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def backend(self) -> str:
+        """Name of the backend in use (resolves `auto` without starting a worker)."""
+        if self._cls is None:
+            self._cls, skipped = choose_backend(self.config)
+            for name, why in skipped.items():
+                log.info("sandbox backend %s skipped: %s", name, why)
+        return self._cls.name
+
+    def isolation(self) -> dict[str, bool]:
+        """Which isolations are active: network, filesystem, pid, memory, uid, seccomp (+ cgroup details)."""
+        self.start()
+        assert self._impl is not None
+        return self._impl.isolation()
+
+    def start(self) -> None:
+        if self._main is not None:
+            return
+        self.backend  # noqa: B018 - resolves the backend class
+        if self._listener is None:
+            self._sockdir = tempfile.mkdtemp(prefix="agentkd-sb-")
+            os.chmod(self._sockdir, 0o711)
+            path = os.path.join(self._sockdir, "ctl.sock")
+            self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self._listener.bind(path)
+            os.chmod(path, 0o666)
+            self._listener.listen(128)
+        assert self._cls is not None and self._sockdir is not None
+        self._impl = self._cls(self.config, self._sockdir)
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        self._finalizer = weakref.finalize(self, _cleanup, self._impl, self._listener, self._sockdir)
+        self._launch()
+
+    def _worker_cfg(self) -> dict[str, Any]:
+        c = self.config
+        return {"max_output": c.max_output_bytes, "tools": sorted(self.tools), "allowed_imports": c.allowed_imports}
+
+    def _launch(self) -> None:
+        assert self._impl is not None and self._listener is not None
+        self._token = secrets.token_hex(16)
+        t0 = time.perf_counter()
+        self._impl.start(self._worker_cfg(), self._token)
+        self._main = self._accept(time.monotonic() + self.config.start_timeout_s)
+        self.start_time_s = time.perf_counter() - t0
+
+    def _accept(self, deadline: float) -> Channel:
+        assert self._impl is not None and self._listener is not None
+        while True:
+            try:
+                return accept_hello(self._listener, self._token, min(deadline, time.monotonic() + 0.2))
+            except TimeoutError:
+                if not self._impl.alive():
+                    why = self._impl.diagnostics().strip()
+                    self._impl.kill()
+                    raise SandboxError(f"the {self._impl.name} sandbox exited before its worker connected"
+                                       + (f": {why}" if why else "")) from None
+                if time.monotonic() >= deadline:
+                    self._impl.kill()
+                    raise SandboxError(f"the {self._impl.name} worker did not connect within "
+                                       f"{self.config.start_timeout_s:g}s") from None
+
+    def restart(self) -> None:
+        """Kill the sandbox (every process in it) and start a fresh worker: all state is lost."""
+        self._drop_candidates()
+        if self._main is not None:
+            self._main.close()
+            self._main = None
+        if self._impl is not None:
+            self._impl.kill()
+        self.restarts += 1
+        self._generation += 1
+        self.start()
+
+    def close(self) -> None:
+        """Kill the sandbox and everything it started; the object may be started again afterwards."""
+        self._drop_candidates()
+        if self._main is not None:
+            self._main.close()
+            self._main = None
+        if self._finalizer is not None:
+            self._finalizer()
+            self._finalizer = None
+        self._impl = None
+        self._listener = None
+        self._sockdir = None
+
+    # -- running code -------------------------------------------------------------------------------
+    def run(self, code: str, timeout_s: float | None = None) -> ExecResult:
+        """Run `code` in the persistent namespace. Never raises for problems in the code itself."""
+        self.start()
+        self._drop_candidates()
+        assert self._main is not None
+        soft = timeout_s or self.config.timeout_s
+        t0 = time.perf_counter()
+        try:
+            msg = self._exchange(self._main, {"op": "run", "code": code, "soft": soft}, soft)
+        except TimeoutError:
+            self.restart()
+            return ExecResult(timed_out=True, restarted=True, duration_s=time.perf_counter() - t0,
+                              error=f"TimeoutError: the code ignored the soft time limit of {soft:g}s and was "
+                              f"killed after {soft + self.config.hard_timeout_grace_s:g}s; the sandbox was "
+                              "restarted and all variables were lost")
+        except ChannelClosed:
+            why = self._death_reason()
+            self.restart()
+            return ExecResult(restarted=True, duration_s=time.perf_counter() - t0,
+                              error=f"WorkerDied: the sandbox worker died ({why}); it was restarted and all "
+                              "variables were lost")
+        return self._result(msg, time.perf_counter() - t0)
+
+    def run_candidates(self, codes: Sequence[str], timeout_s: float | None = None) -> list[ExecResult]:
+        """Run each code on its own copy of the current state, in parallel; the main state is unchanged.
+
+        Pass one of the results to `commit` to adopt its state. Candidates live until the next `run`,
+        `run_candidates`, `commit` or `close`. Host tools called by concurrent candidates run one at a time.
+        """
+        self.start()
+        self._drop_candidates()
+        assert self._main is not None
+        codes = list(codes)
+        if not codes:
+            return []
+        soft = timeout_s or self.config.timeout_s
+        kids = list(range(self._next_kid, self._next_kid + len(codes)))
+        self._next_kid += len(codes)
+        self._generation += 1
+        try:
+            self._main.send({"op": "fork", "kids": kids})
+            reply = self._main.recv(time.monotonic() + self.config.start_timeout_s)
+            chans: dict[int, Channel] = {}
+            deadline = time.monotonic() + self.config.start_timeout_s
+            for _ in reply.get("pids", []):
+                ch = accept_hello(self._listener, self._token, deadline)  # type: ignore[arg-type]
+                chans[ch.kid] = ch
+        except (TimeoutError, ChannelClosed) as e:
+            self.restart()
+            return [ExecResult(restarted=True, error=f"SandboxError: forking candidates failed ({e}); the "
+                               "sandbox was restarted and all variables were lost") for _ in codes]
+        fork_error = reply.get("error")
+
+        def one(kid: int, code: str) -> ExecResult:
+            ch = chans.get(kid)
+            if ch is None:
+                return ExecResult(error=f"SandboxError: could not fork a candidate ({fork_error or 'unknown'})")
+            t0 = time.perf_counter()
+            try:
+                msg = self._exchange(ch, {"op": "run", "code": code, "soft": soft}, soft)
+            except TimeoutError:
+                self._kill_pids([ch.pid])
+                ch.close()
+                chans.pop(kid, None)
+                return ExecResult(timed_out=True, duration_s=time.perf_counter() - t0,
+                                  error=f"TimeoutError: the candidate ignored the soft time limit of {soft:g}s "
+                                  "and was killed (main state unchanged; this candidate cannot be committed)")
+            except ChannelClosed:
+                ch.close()
+                chans.pop(kid, None)
+                return ExecResult(duration_s=time.perf_counter() - t0,
+                                  error="WorkerDied: the candidate's worker died (memory or process limit?); "
+                                  "main state unchanged; this candidate cannot be committed")
+            r = self._result(msg, time.perf_counter() - t0)
+            r._candidate, r._generation = kid, self._generation
+            return r
+
+        with ThreadPoolExecutor(max_workers=min(len(codes), 16)) as pool:
+            results = list(pool.map(one, kids, codes))
+        self._candidates = chans
+        return results
+
+    def commit(self, result: ExecResult) -> None:
+        """Adopt the state of a candidate returned by the last `run_candidates`."""
+        kid = result._candidate
+        if kid is None or result._generation != self._generation or kid not in self._candidates:
+            raise SandboxError("commit() needs a result of the latest run_candidates() whose worker is alive")
+        new = self._candidates.pop(kid)
+        old, self._main = self._main, new
+        if old is not None:
+            try:
+                old.send({"op": "exit"})
+            except ChannelClosed:
+                pass
+            old.close()
+        self._drop_candidates()
+        self._generation += 1
+
+    # -- internals ----------------------------------------------------------------------------------
+    def _exchange(self, ch: Channel, msg: dict, soft: float) -> dict:
+        deadline = time.monotonic() + soft + self.config.hard_timeout_grace_s
+        ch.send(msg)
+        while True:
+            reply = ch.recv(deadline)
+            op = reply.get("op")
+            if op == "result":
+                return reply
+            if op == "call":
+                t = time.monotonic()
+                ch.send(self._call_tool(reply))
+                deadline += time.monotonic() - t  # host tool time does not count towards the hard limit
+
+    def _call_tool(self, msg: dict) -> dict:
+        name = msg.get("name")
+        fn = self.tools.get(name) if isinstance(name, str) else None
+        if fn is None:
+            return {"op": "raise", "type": "NameError", "message": f"no host tool named {name!r}"}
+        try:
+            with self._tool_lock:
+                value = fn(*msg.get("args", []), **msg.get("kwargs", {}))
+            return {"op": "return", "value": jsonable(value)}
+        except Exception as e:
+            return {"op": "raise", "type": type(e).__name__, "message": str(e)}
+
+    def _result(self, msg: dict, duration: float) -> ExecResult:
+        return ExecResult(stdout=msg.get("stdout", ""), stderr=msg.get("stderr", ""), error=msg.get("error"),
+                          value=msg.get("value"), timed_out=bool(msg.get("timed_out")),
+                          truncated=bool(msg.get("truncated")), duration_s=duration,
+                          is_final=bool(msg.get("is_final")), final_answer=msg.get("final_answer"))
+
+    def _death_reason(self) -> str:
+        impl = self._impl
+        oom = getattr(impl, "oom_killed", None)
+        if callable(oom) and oom():
+            return f"out of memory: the {self.config.memory_mb} MB limit was exceeded"
+        return "killed by a signal, a resource limit, or the code itself"
+
+    def _kill_pids(self, pids: list[int | None]) -> None:
+        if self._main is None:
+            return
+        with self._main_lock:
+            try:
+                self._main.send({"op": "kill", "pids": [p for p in pids if p]})
+                self._main.recv(time.monotonic() + 5)
+            except (TimeoutError, ChannelClosed):
+                pass
+
+    def _drop_candidates(self) -> None:
+        for ch in self._candidates.values():
+            try:
+                ch.send({"op": "exit"})
+            except ChannelClosed:
+                pass
+            ch.close()
+        self._candidates = {}
