@@ -24,6 +24,7 @@ SECTIONS: dict[str, str] = {
     "tasks": "agentkd.core.tasks:TaskSource",
     "model": "agentkd.models.config:ModelConfig",
     "serve": "agentkd.serve.config:ServeConfig",
+    "sandbox": "agentkd.sandbox.config:SandboxConfig",
 }
 
 

@@ -299,7 +299,7 @@ class Sandbox:
                 value = fn(*msg.get("args", []), **msg.get("kwargs", {}))
             return {"op": "return", "value": jsonable(value)}
         except Exception as e:
-            return {"op": "raise", "type": type(e).__name__, "message": str(e)}
+            return {"op": "raise", "type": type(e).__name__, "message": str(e), "args": jsonable(list(e.args))}
 
     def _result(self, msg: dict, duration: float) -> ExecResult:
         return ExecResult(stdout=msg.get("stdout", ""), stderr=msg.get("stderr", ""), error=msg.get("error"),

@@ -34,8 +34,8 @@ class ChannelClosed(Exception):
     """The other side of the worker channel went away."""
 
 
-def encode(obj) -> bytes:
-    data = json.dumps(obj, ensure_ascii=False, default=str).encode("utf-8", "surrogatepass")
+def encode(obj, strict: bool = False) -> bytes:
+    data = json.dumps(obj, ensure_ascii=False, default=None if strict else str).encode("utf-8", "surrogatepass")
     return HDR.pack(len(data)) + data
 
 
@@ -115,12 +115,13 @@ class _CappedRaw(io.RawIOBase):
         return n
 
 
-def _host_exception(name: str, message: str) -> BaseException:
+def _host_exception(name: str, message: str, args=None) -> BaseException:
     cls = getattr(builtins, name, None)
     if not (isinstance(cls, type) and issubclass(cls, Exception)):
         cls = type(name, (Exception,), {"__module__": "builtins"})
     try:
-        return cls(message)
+        exc = cls(*args) if isinstance(args, list) else cls(message)
+        return exc if str(exc) == message else cls(message)
     except Exception:
         return RuntimeError(f"{name}: {message}")
 
@@ -194,7 +195,7 @@ class Kernel:
 
     def call(self, name, args, kwargs):
         try:
-            payload = encode({"op": "call", "name": name, "args": list(args), "kwargs": dict(kwargs)})
+            payload = encode({"op": "call", "name": name, "args": list(args), "kwargs": dict(kwargs)}, strict=True)
         except (TypeError, ValueError) as e:
             raise TypeError(f"arguments to tool {name!r} must be JSON-serialisable: {e}") from None
         old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
@@ -205,7 +206,7 @@ class Kernel:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
         if msg.get("op") == "return":
             return msg.get("value")
-        raise _host_exception(msg.get("type", "ToolError"), msg.get("message", ""))
+        raise _host_exception(msg.get("type", "ToolError"), msg.get("message", ""), msg.get("args"))
 
     def _on_alarm(self, signum, frame):
         if self.in_user:

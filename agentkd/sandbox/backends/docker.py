@@ -1,0 +1,134 @@
+"""Docker backend: one container per episode, through the `docker` SDK (imported lazily).
+
+The container has no network, memory and pids limits for the whole tree, a read-only root with tmpfs
+/work and /tmp, every capability dropped, no-new-privileges, and runs as a non-root uid. The worker is
+mounted read-only from this agentkd checkout and connects back through a bind-mounted Unix socket, so
+the daemon must be local (a `unix://` URL). Image: `sandbox/Dockerfile`, or `sandbox/build-image.sh`
+(debootstrap + `docker import`, no registry needed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from agentkd.sandbox.backends.base import SANDBOX_ENV, WORKER_PY, Backend
+
+SOCKET_DIR = "/run/agentkd"
+WORKER_IN = "/opt/agentkd/worker.py"
+
+
+def docker_host(config) -> str:
+    return (config.docker_host or os.environ.get("AGENTKD_DOCKER_HOST") or os.environ.get("DOCKER_HOST")
+            or "unix:///var/run/docker.sock")
+
+
+class DockerBackend(Backend):
+    name = "docker"
+
+    def __init__(self, config, socket_dir):
+        super().__init__(config, socket_dir)
+        self.client = None
+        self.container = None
+        self._seccomp: bool | None = None
+
+    @classmethod
+    def _client(cls, config):
+        import docker
+
+        return docker.DockerClient(base_url=docker_host(config), timeout=60)
+
+    @classmethod
+    def unavailable(cls, config) -> str | None:
+        try:
+            import docker  # noqa: F401
+        except ImportError:
+            return "the docker SDK is not installed (pip install 'agentkd[docker]')"
+        host = docker_host(config)
+        if not host.startswith("unix://"):
+            return f"{host}: the Docker backend needs a local daemon reached through a unix:// socket"
+        if not os.path.exists(host[len("unix://"):]):
+            return f"no Docker daemon socket at {host}"
+        try:
+            client = cls._client(config)
+        except Exception as e:
+            return f"the Docker daemon at {host} does not answer: {e}"
+        try:
+            client.ping()
+            client.images.get(config.docker_image)
+        except Exception as e:
+            if type(e).__name__ == "ImageNotFound":
+                return (f"image {config.docker_image} is missing from {host} "
+                        "(build it with `agentkd sandbox build-image` or sandbox/build-image.sh)")
+            return f"the Docker daemon at {host} does not answer: {e}"
+        finally:
+            client.close()
+        return None
+
+    def start(self, worker_cfg: dict, token: str) -> None:
+        c = self.config
+        if self.client is None:
+            self.client = self._client(c)
+        cfg = {**worker_cfg, "socket": f"{SOCKET_DIR}/ctl.sock", "workdir": "/work", "paths": [],
+               "uid": None, "gid": None, "allow_root": False,
+               "rlimits": self.rlimits({"memory": True, "pids": True})}
+        self.container = self.client.containers.run(
+            c.docker_image,
+            command=["python3", "-I", "-S", WORKER_IN, json.dumps(cfg)],
+            detach=True,
+            network_mode="none",
+            mem_limit=f"{c.memory_mb}m",
+            memswap_limit=f"{c.memory_mb}m",
+            pids_limit=c.max_procs,
+            read_only=True,
+            tmpfs={"/work": f"size={c.work_dir_mb}m,mode=1777", "/tmp": "size=64m,mode=1777"},
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            user=f"{c.uid}:{c.gid}",
+            volumes={self.socket_dir: {"bind": SOCKET_DIR, "mode": "rw"},
+                     str(WORKER_PY): {"bind": WORKER_IN, "mode": "ro"}},
+            environment={**SANDBOX_ENV, "AGENTKD_TOKEN": token},
+            working_dir="/work",
+            labels={"agentkd.sandbox": "1"},
+        )
+
+    def _reload(self) -> bool:
+        try:
+            self.container.reload()
+            return True
+        except Exception:
+            return False
+
+    def alive(self) -> bool:
+        return self.container is not None and self._reload() and self.container.status in ("created", "running")
+
+    def diagnostics(self) -> str:
+        try:
+            return self.container.logs(tail=40).decode("utf-8", "replace") if self.container else ""
+        except Exception:
+            return ""
+
+    def oom_killed(self) -> bool:
+        return bool(self.container is not None and self._reload()
+                    and self.container.attrs.get("State", {}).get("OOMKilled"))
+
+    def kill(self) -> None:
+        if self.container is not None:
+            try:
+                self.container.remove(force=True)
+            except Exception:
+                pass
+            self.container = None
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+    def isolation(self) -> dict[str, bool]:
+        if self._seccomp is None:
+            try:
+                client = self.client or self._client(self.config)
+                self._seccomp = any("seccomp" in s for s in client.info().get("SecurityOptions", []))
+            except Exception:
+                self._seccomp = False
+        return {"network": True, "filesystem": True, "pid": True, "memory": True, "memory_cgroup": True,
+                "procs_cgroup": True, "uid": True, "seccomp": self._seccomp}
