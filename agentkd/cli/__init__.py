@@ -10,6 +10,7 @@ import sys
 
 import typer
 
+from agentkd.cli import index as _index
 from agentkd.cli import models as _models
 from agentkd.cli import recipe as _recipe
 from agentkd.cli import serve as _serve
@@ -22,14 +23,16 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(_index.app, name="index")
 app.add_typer(_models.app, name="models")
 app.add_typer(_recipe.app, name="recipe")
 app.add_typer(_tasks.app, name="tasks")
 app.command("serve")(_serve.serve)
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _root(
+    ctx: typer.Context,
     version: bool = typer.Option(False, "--version", help="Print the agentkd version and exit.", is_eager=True),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
 ) -> None:
@@ -39,6 +42,9 @@ def _root(
         from agentkd import __version__
 
         typer.echo(__version__)
+        raise typer.Exit()
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
         raise typer.Exit()
     from rich.logging import RichHandler
 

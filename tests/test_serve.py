@@ -1,0 +1,120 @@
+"""`agentkd serve embedded:smollm2-135m` as a real process, driven by the stock openai client and litellm."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+MODEL = "embedded:smollm2-135m"
+
+
+@pytest.fixture(scope="module")
+def server():
+    proc = subprocess.Popen([sys.executable, "-m", "agentkd", "serve", MODEL, "--port", "0", "--device", "cpu"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
+    url, lines, deadline = None, [], time.time() + 300
+    while time.time() < deadline and url is None:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+        lines.append(line)
+        if m := re.search(r"on (http://127\.0\.0\.1:\d+/v1)", line):
+            url = m.group(1)
+    if url is None:
+        proc.kill()
+        pytest.fail("server did not start:\n" + "".join(lines[-30:]))
+    for _ in range(100):
+        try:
+            if httpx.get(url.replace("/v1", "/health"), timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_binds_loopback_and_lists_model(server):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=server, api_key="unused")
+    assert [m.id for m in client.models.list().data] == [MODEL]
+
+
+def test_n4_with_stop_sequence(server):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=server, api_key="unused")
+    msgs = [{"role": "user", "content": "Count from 1 to 20, separated by commas."}]
+    r = client.chat.completions.create(model=MODEL, messages=msgs, n=4, temperature=0.8, max_tokens=32, seed=11)
+    assert len(r.choices) == 4 and [c.index for c in r.choices] == [0, 1, 2, 3]
+    texts = [c.message.content for c in r.choices]
+    assert len(set(texts)) > 1
+    stop = ","
+    assert any(stop in t for t in texts), texts  # the model does write commas here...
+    r2 = client.chat.completions.create(model=MODEL, messages=msgs, n=4, temperature=0.8, max_tokens=32, seed=11,
+                                        stop=[stop])
+    assert len(r2.choices) == 4
+    for full, c in zip(texts, r2.choices, strict=True):  # ...and with stop=",", same seed, each stops before it
+        assert stop not in c.message.content
+        if stop in full:
+            assert c.message.content == full[: full.index(stop)] and c.finish_reason == "stop"
+    assert r2.usage.completion_tokens < r.usage.completion_tokens
+
+
+def test_prefill_continues_assistant_text(server):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=server, api_key="unused")
+    prefix = "The capital of France is"
+    msgs = [{"role": "user", "content": "What is the capital of France?"}, {"role": "assistant", "content": prefix}]
+    r = client.chat.completions.create(model=MODEL, messages=msgs, max_tokens=12, temperature=0,
+                                       extra_body={"continue_final_message": True, "add_generation_prompt": False})
+    text = r.choices[0].message.content
+    assert "Paris" in text and not text.startswith(prefix)
+    # without prefill the greedy answer is a fresh assistant turn, which differs
+    plain = client.chat.completions.create(model=MODEL, messages=msgs[:1], max_tokens=12, temperature=0)
+    assert plain.choices[0].message.content != text
+
+
+def test_errors_are_openai_shaped(server):
+    from openai import BadRequestError, NotFoundError, OpenAI
+
+    client = OpenAI(base_url=server, api_key="unused", max_retries=0)
+    with pytest.raises(NotFoundError):
+        client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(BadRequestError, match="last message to be an assistant"):
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}],
+                                       extra_body={"continue_final_message": True, "add_generation_prompt": False})
+
+
+def test_litellm_against_server(server):
+    import litellm
+
+    msgs = [{"role": "user", "content": "Count from 1 to 20, separated by commas."}]
+    r = litellm.completion(model=f"openai/{MODEL}", api_base=server, api_key="unused", messages=msgs, n=4,
+                           temperature=0.8, max_tokens=32, stop=[","], seed=3)
+    assert len(r.choices) == 4 and all("," not in c.message.content for c in r.choices)
+    prefix = "The capital of France is"
+    r = litellm.completion(model=f"openai/{MODEL}", api_base=server, api_key="unused", temperature=0,
+                           max_tokens=12, messages=[{"role": "user", "content": "What is the capital of France?"},
+                                                    {"role": "assistant", "content": prefix}],
+                           extra_body={"continue_final_message": True, "add_generation_prompt": False})
+    assert "Paris" in r.choices[0].message.content
+
+
+async def test_agentkd_api_model_prefill_through_server(server):
+    """Our own LiteLLMModel provider sends prefill the vLLM way to an OpenAI-compatible api_base."""
+    from agentkd.models.api import LiteLLMModel
+
+    m = LiteLLMModel(f"openai/{MODEL}", api_base=server)
+    assert m.supports_prefill
+    [c] = await m.generate([{"role": "user", "content": "What is the capital of France?"}], temperature=0,
+                           max_tokens=12, prefill="The capital of France is")
+    assert "Paris" in c.text and c.usage.completion_tokens > 0
