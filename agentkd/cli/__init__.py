@@ -13,6 +13,7 @@ import typer
 from agentkd.cli import index as _index
 from agentkd.cli import models as _models
 from agentkd.cli import recipe as _recipe
+from agentkd.cli import sandbox as _sandbox
 from agentkd.cli import serve as _serve
 from agentkd.cli import tasks as _tasks
 
@@ -26,6 +27,7 @@ app = typer.Typer(
 app.add_typer(_index.app, name="index")
 app.add_typer(_models.app, name="models")
 app.add_typer(_recipe.app, name="recipe")
+app.add_typer(_sandbox.app, name="sandbox")
 app.add_typer(_tasks.app, name="tasks")
 app.command("serve")(_serve.serve)
 

@@ -95,7 +95,7 @@ class Sandbox:
         if self._cls is None:
             self._cls, skipped = choose_backend(self.config)
             for name, why in skipped.items():
-                log.info("sandbox backend %s skipped: %s", name, why)
+                log.debug("sandbox backend %s skipped: %s", name, why)
         return self._cls.name
 
     def isolation(self) -> dict[str, bool]:

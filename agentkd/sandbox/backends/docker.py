@@ -69,7 +69,8 @@ class DockerBackend(Backend):
         c = self.config
         if self.client is None:
             self.client = self._client(c)
-        cfg = {**worker_cfg, "socket": f"{SOCKET_DIR}/ctl.sock", "workdir": "/work", "paths": [],
+        cfg = {**worker_cfg, "socket": f"{SOCKET_DIR}/ctl.sock", "workdir": "/work",
+               "paths": ["/usr/lib/python3/dist-packages"],  # Debian python3-numpy/-sympy (the worker runs -S)
                "uid": None, "gid": None, "allow_root": False,
                "rlimits": self.rlimits({"memory": True, "pids": True})}
         self.container = self.client.containers.run(

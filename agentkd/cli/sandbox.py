@@ -1,0 +1,58 @@
+"""`agentkd sandbox`: see which sandbox backend runs model-written code here, and build its Docker image."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help="Inspect the code sandbox and build its Docker image.", no_args_is_help=True)
+
+ISOLATIONS = ("network", "filesystem", "pid", "memory", "uid", "seccomp")
+
+
+@app.command("check")
+def check(
+    backend: str = typer.Option("auto", help="auto, docker, bwrap or subprocess."),
+    docker_host: str = typer.Option(None, help="Docker daemon URL (default: $AGENTKD_DOCKER_HOST, $DOCKER_HOST)."),
+) -> None:
+    """Start a sandbox, run a probe, and print the backend and which isolations are active."""
+    from agentkd.sandbox import Sandbox, SandboxConfig, SandboxError, choose_backend
+    from agentkd.sandbox.backends import AUTO_ORDER, backend_class
+
+    cfg = SandboxConfig(backend=backend, docker_host=docker_host)  # type: ignore[arg-type]
+    for name in AUTO_ORDER if backend == "auto" else (backend,):
+        why = backend_class(name).unavailable(cfg)
+        typer.echo(f"{name:<11} {'available' if why is None else 'unavailable: ' + why}")
+    try:
+        choose_backend(cfg)
+        with Sandbox(cfg) as sb:
+            iso = sb.isolation()
+            probe = sb.run("import os\nprint(os.getuid())")
+            typer.echo(f"backend: {sb.backend}   worker start: {sb.start_time_s * 1000:.0f} ms   "
+                       f"code runs as uid {probe.stdout.strip() or '?'}")
+    except SandboxError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    for k in ISOLATIONS:
+        typer.echo(f"  {k:<11} {'yes' if iso.get(k) else 'NO'}")
+    extra = {k: v for k, v in iso.items() if k not in ISOLATIONS}
+    if extra:
+        typer.echo("  " + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in extra.items()))
+
+
+@app.command("build-image")
+def build_image(
+    docker_host: str = typer.Option(None, help="Docker daemon URL (default: $AGENTKD_DOCKER_HOST, $DOCKER_HOST)."),
+    force: bool = typer.Option(False, "--force", help="Rebuild even if the image exists."),
+) -> None:
+    """Build the sandbox image offline (debootstrap + docker import; needs root and a Debian mirror)."""
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "sandbox" / "build-image.sh"
+    if not script.exists():
+        typer.echo("sandbox/build-image.sh ships with the agentkd source tree; from a registry instead run:\n"
+                   "  docker build -t agentkd-sandbox:latest sandbox/   (Dockerfile in the agentkd repository)",
+                   err=True)
+        raise typer.Exit(2)
+    cmd = ["bash", str(script), *(["--docker-host", docker_host] if docker_host else []), *(["--force"] if force else [])]
+    raise typer.Exit(subprocess.call(cmd))
