@@ -25,6 +25,8 @@ SECTIONS: dict[str, str] = {
     "model": "agentkd.models.config:ModelConfig",
     "serve": "agentkd.serve.config:ServeConfig",
     "sandbox": "agentkd.sandbox.config:SandboxConfig",
+    "tools": "agentkd.tools.config:ToolsConfig",
+    "index": "agentkd.tools.config:IndexConfig",
 }
 
 

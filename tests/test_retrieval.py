@@ -1,0 +1,254 @@
+"""Retrieval on a 305-passage slice of the embedded wiki-vital corpus with the real MiniLM encoder, faiss and
+bm25s: corpus formats, gold-passage-in-top-3 rates, index metadata, faiss index types, resuming a killed
+dense build, the web_search tool and the `agentkd index` CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agentkd.core.config import ConfigError
+from agentkd.tools import ToolError, ToolsConfig, build_tools
+from agentkd.tools.config import IndexConfig, SearchToolConfig
+from agentkd.tools.retrieval.build import PAUSE_ENV, build_index, load_index, read_meta
+from agentkd.tools.retrieval.corpus import corpus_sha256, load_corpus
+from agentkd.tools.retrieval.types import Passage
+from agentkd.tools.search import SearchTool
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+QUESTIONS = json.loads((Path(__file__).parent / "data" / "retrieval_questions.json").read_text())
+CHUNK = 64  # 305 passages -> 5 embedding chunks
+
+
+@pytest.fixture(scope="module")
+def passages() -> list[Passage]:
+    return load_corpus(QUESTIONS["corpus"])[:: QUESTIONS["stride"]]
+
+
+@pytest.fixture(scope="module")
+def corpus_file(passages, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "slice.jsonl"
+    with path.open("w") as f:
+        for p in passages:
+            f.write(json.dumps({"id": p.id, "title": p.title, "text": p.text}) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def hybrid_dir(corpus_file, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("idx") / "hybrid"
+    build_index(IndexConfig(corpus=str(corpus_file), kind="hybrid", chunk_size=CHUNK), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def hybrid(hybrid_dir):
+    return load_index(hybrid_dir)
+
+
+def test_embedded_corpus_is_the_10033_wikipedia_leads():
+    ps = load_corpus("embedded:wiki-vital")
+    assert len(ps) == 10033
+    assert len({p.id for p in ps}) == 10033
+    assert all(p.title and len(p.text) > 20 for p in ps)
+    blue = next(p for p in ps if p.id == "Blue whale")
+    assert blue.title == "Blue whale" and "baleen whale" in blue.text
+    assert load_corpus("embedded:wiki-vital", limit=5) == ps[:5]
+    with pytest.raises(ConfigError, match="unknown embedded corpus"):
+        load_corpus("embedded:nope")
+
+
+def test_corpus_formats_read_the_same_passages(tmp_path, passages, corpus_file):
+    few = passages[:20]
+    wiki18 = tmp_path / "wiki18.jsonl"
+    with wiki18.open("w") as f:
+        for p in few:
+            f.write(json.dumps({"id": p.id, "contents": f'"{p.title}"\n{p.text}'}) + "\n")
+    import datasets
+
+    datasets.Dataset.from_list([{"id": p.id, "title": p.title, "text": p.text} for p in few]).save_to_disk(
+        str(tmp_path / "hfds"))
+    want = corpus_sha256(few)
+    assert corpus_sha256(load_corpus(str(corpus_file), limit=20)) == want
+    assert load_corpus(str(wiki18)) == few
+    assert corpus_sha256(load_corpus(str(tmp_path / "hfds"))) == want
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": 1, "body": "x"}\n')
+    with pytest.raises(ConfigError, match="neither 'text' nor 'contents'"):
+        load_corpus(str(bad))
+    with pytest.raises(ConfigError, match="not found"):
+        load_corpus(str(tmp_path / "missing.jsonl"))
+
+
+@pytest.mark.parametrize(("mode", "min_rate"), [("bm25", 0.9), ("dense", 0.9), ("hybrid", 0.9)])
+def test_gold_passage_in_top3(hybrid, mode, min_rate):
+    qs = QUESTIONS["questions"]
+    assert len(qs) >= 25
+    found = [q["gold"] in [h.id for h in hybrid.search(q["q"], 3, mode)] for q in qs]
+    missed = [q["gold"] for q, ok in zip(qs, found, strict=True) if not ok]
+    rate = sum(found) / len(qs)
+    assert rate >= min_rate, f"{mode}: gold in top-3 for {rate:.0%}; missed {missed}"
+
+
+def test_hits_are_ranked_and_scored(hybrid):
+    for mode in ("bm25", "dense", "hybrid"):
+        hits = hybrid.search("What is the capital of Botswana?", 5, mode)
+        assert [h.rank for h in hits] == [1, 2, 3, 4, 5]
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+        assert hits[0].id == "Gaborone" and "Botswana" in hits[0].text
+    dense = hybrid.search("What is the capital of Botswana?", 3, "dense")
+    assert 0 < dense[0].score <= 1.0001  # cosine similarity of normalised vectors
+    assert hybrid.search("zzzqqq xxyyzz", 3, "bm25") == []  # no matching term: nothing, not noise
+
+
+def test_index_metadata(hybrid_dir, passages):
+    meta = read_meta(hybrid_dir)
+    assert meta["kind"] == "hybrid" and meta["count"] == len(passages) == 305
+    assert meta["corpus_sha256"] == corpus_sha256(passages)
+    d = meta["dense"]
+    assert d["dim"] == 384 and d["encoder"]["model"] == "embedded:minilm" and d["faiss"]["type"] == "flat"
+    assert d["chunks"] == 5 and d["chunks_reused"] == 0
+    emb = np.load(hybrid_dir / d["embeddings"], mmap_mode="r")
+    assert isinstance(emb, np.memmap) and emb.shape == (305, 384) and emb.dtype == np.float32
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
+    assert not (hybrid_dir / "dense" / "chunks").exists()
+    assert meta["bm25"]["stemmer"] is True
+
+
+def test_hnsw_and_ivf_reuse_embeddings_and_agree_with_flat(hybrid, hybrid_dir, tmp_path, corpus_file):
+    qs = [q["q"] for q in QUESTIONS["questions"]]
+    flat = [[h.id for h in hybrid.search(q, 3, "dense")] for q in qs]
+    for kind in ("hnsw", "ivf"):
+        out = tmp_path / kind
+        shutil.copytree(hybrid_dir, out)
+        t0 = time.perf_counter()
+        meta = build_index(IndexConfig(corpus=str(corpus_file), kind="dense", chunk_size=CHUNK, faiss=kind), out)
+        assert meta["dense"]["chunks_reused"] == 5  # embeddings reused: only faiss was rebuilt
+        assert time.perf_counter() - t0 < 15
+        assert meta["dense"]["faiss"]["type"] == kind and meta["bm25"] is None
+        idx = load_index(out, encoder=hybrid.dense.encoder)
+        got = [[h.id for h in idx.search(q, 3)] for q in qs]
+        top1 = sum(a[0] == b[0] for a, b in zip(got, flat, strict=True)) / len(qs)
+        assert top1 >= 0.9, kind
+        with pytest.raises(ConfigError, match="no BM25 part"):
+            idx.search("x", 3, "bm25")
+
+
+def test_killed_dense_build_resumes_to_the_same_index(hybrid, hybrid_dir, corpus_file, tmp_path):
+    out = tmp_path / "resumed"
+    code = (
+        "from agentkd.tools.config import IndexConfig\n"
+        "from agentkd.tools.retrieval.build import build_index\n"
+        f"build_index(IndexConfig(corpus={str(corpus_file)!r}, kind='hybrid', chunk_size={CHUNK}), {str(out)!r})\n"
+    )
+    env = dict(os.environ, **{PAUSE_ENV: "2"})
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    chunks = out / "dense" / "chunks"
+    deadline = time.monotonic() + 240
+    try:
+        while len(list(chunks.glob("chunk_*[0-9].npy"))) < 2:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+            assert time.monotonic() < deadline, "build did not write 2 chunks in time"
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "meta.json").exists()  # killed mid-way: not a finished index
+    assert sorted(p.name for p in chunks.glob("chunk_*.npy")) == ["chunk_000000.npy", "chunk_000001.npy"]
+    with pytest.raises(ConfigError, match="not a finished index"):
+        load_index(out)
+
+    meta = build_index(IndexConfig(corpus=str(corpus_file), kind="hybrid", chunk_size=CHUNK), out)
+    assert meta["dense"]["chunks"] == 5 and meta["dense"]["chunks_reused"] == 2
+    ref = np.load(hybrid_dir / "dense" / "embeddings.npy")
+    got = np.load(out / "dense" / "embeddings.npy")
+    assert got.shape == ref.shape
+    assert np.allclose(got, ref, atol=1e-5)
+    assert meta["corpus_sha256"] == read_meta(hybrid_dir)["corpus_sha256"]
+    resumed = load_index(out, encoder=hybrid.dense.encoder)
+    for q in QUESTIONS["questions"][:10]:
+        assert [h.id for h in resumed.search(q["q"], 5, "dense")] == [h.id for h in hybrid.search(q["q"], 5, "dense")]
+        assert [h.id for h in resumed.search(q["q"], 5, "hybrid")] == [h.id for h in hybrid.search(q["q"], 5, "hybrid")]
+
+
+def test_stale_chunks_from_another_encoder_config_are_discarded(corpus_file, tmp_path, passages):
+    out = tmp_path / "stale"
+    chunks = out / "dense" / "chunks"
+    chunks.mkdir(parents=True)
+    (chunks / "manifest.json").write_text(json.dumps({"key": "something-else"}))
+    np.save(chunks / "chunk_000000.npy", np.zeros((40, 384), dtype=np.float32))
+    meta = build_index(IndexConfig(kind="dense", chunk_size=40), out, passages=passages[:40])
+    assert meta["dense"]["chunks_reused"] == 0
+    emb = np.load(out / "dense" / "embeddings.npy")
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)  # recomputed, not the zeros
+
+
+def test_web_search_tool_over_an_index(hybrid_dir, hybrid):
+    tool = SearchTool(SearchToolConfig(index=str(hybrid_dir)), retriever=hybrid)
+    assert tool.name == "web_search" and tool.inputs["query"]["type"] == "string"
+    out = tool("What is the capital of Botswana?")
+    blocks = out.split("\n\n")
+    assert len(blocks) == 3
+    assert blocks[0].startswith("[1] Gaborone (score ") and "capital and largest city of Botswana" in blocks[0]
+    assert blocks[1].startswith("[2] ") and blocks[2].startswith("[3] ")
+    assert tool(query="What is the capital of Botswana?") == out
+    with pytest.raises(ToolError, match="must not be empty"):
+        tool("   ")
+    with pytest.raises(TypeError, match="must be string"):
+        tool(42)
+    short = SearchTool(SearchToolConfig(index=str(hybrid_dir), k=1, max_chars=40, mode="bm25"), retriever=hybrid)
+    one = short("Which chemical element has atomic number 12?")
+    assert one.startswith("[1] Magnesium (score ") and "\n\n" not in one
+    assert one.splitlines()[1].endswith("...") and len(one.splitlines()[1]) <= 40
+    assert tool.config_hash() != short.config_hash()
+
+
+def test_build_tools_with_cache_counts_hits(hybrid_dir, tmp_path):
+    tools = build_tools(ToolsConfig(search={"index": str(hybrid_dir), "mode": "bm25", "name": "wiki"},
+                                    cache=str(tmp_path / "cache.sqlite")))
+    assert set(tools) == {"wiki", "final_answer"}
+    a = tools["wiki"]("Bering Strait between Russia and Alaska")
+    b = tools["wiki"](query="Bering Strait between Russia and Alaska")
+    assert a == b and "[1] Bering Strait" in a
+    stats = tools["wiki"].cache.stats()
+    assert (stats["hits"], stats["misses"]) == (1, 1)
+
+
+def test_search_tool_builds_a_bm25_index_from_a_corpus_spec(corpus_file, tmp_path):
+    cfg = SearchToolConfig(index=str(corpus_file), cache_dir=str(tmp_path / "cache"))
+    assert "[1] Snooker" in SearchTool(cfg)("cue sport with green baize and six pockets")
+    (built,) = (tmp_path / "cache").iterdir()
+    stamp = (built / "meta.json").stat().st_mtime_ns
+    assert "[1] Gaborone" in SearchTool(cfg)("capital of Botswana")
+    assert (built / "meta.json").stat().st_mtime_ns == stamp  # reused, not rebuilt
+    with pytest.raises(ToolError, match="not a finished index"):
+        SearchTool(SearchToolConfig(index=str(tmp_path)))("x")
+
+
+def test_cli_build_query_info(corpus_file, tmp_path):
+    from typer.testing import CliRunner
+
+    from agentkd.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "cli_bm25"
+    r = runner.invoke(app, ["index", "build", str(corpus_file), "--kind", "bm25", "--out", str(out), "--limit", "200"])
+    assert r.exit_code == 0, r.output
+    assert '"count": 200' in r.output and read_meta(out)["kind"] == "bm25"
+    r = runner.invoke(app, ["index", "query", str(out), "What is the capital of Botswana?", "-k", "2"])
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("[1] Gaborone (score ") and "[2] " in r.output and "[3] " not in r.output
+    r = runner.invoke(app, ["index", "info", str(out)])
+    assert r.exit_code == 0 and json.loads(r.output)["count"] == 200
