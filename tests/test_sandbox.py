@@ -256,14 +256,15 @@ def test_attack_tcp_connect_to_host_listener(backend):
     srv.bind(("127.0.0.1", 0))
     srv.listen(5)
     port = srv.getsockname()[1]
-    accepted = []
+    accepted, stop = [], threading.Event()
 
     def accept():
-        srv.settimeout(8)
-        try:
-            accepted.append(srv.accept())
-        except OSError:
-            pass
+        srv.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(srv.accept())
+            except OSError:
+                pass
 
     th = threading.Thread(target=accept, daemon=True)
     th.start()
@@ -274,8 +275,9 @@ def test_attack_tcp_connect_to_host_listener(backend):
             r = sb.run("import socket\nsocket.getaddrinfo('deb.debian.org', 80)")
             assert r.error
     finally:
-        srv.close()
+        stop.set()
         th.join()
+        srv.close()
     assert accepted == []
 
 

@@ -1,7 +1,8 @@
 """The process that runs inside the sandbox: a persistent Python kernel speaking agentkd's worker protocol.
 
-Standard library only, and importable without side effects: the host reuses `send`/`recv` framing from
-here. Started as ``python -I -S worker.py CONFIG_JSON`` with the token in ``$AGENTKD_TOKEN``.
+Standard library only, and importable without side effects: the host reuses the framing from here.
+Started as ``python -I -S -c "import worker; worker.main(sys.argv)" CONFIG_JSON`` (so its cached
+bytecode is used) with the token in ``$AGENTKD_TOKEN``.
 
 Process layout inside the sandbox::
 
@@ -21,7 +22,6 @@ import io
 import json
 import os
 import signal
-import socket
 import struct
 import sys
 import time
@@ -142,7 +142,9 @@ class Kernel:
 
     # -- channel ------------------------------------------------------------------------------------
     def _connect(self, kid: int):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        import _socket  # the C module: `socket` would import enum & co. (~3 ms of start-up)
+
+        s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         s.connect(self.cfg["socket"])
         self.sock, self.buf = s, bytearray()
         self.send({"op": "hello", "kid": kid, "token": self.token, "pid": os.getpid()})
@@ -372,6 +374,10 @@ def _subreaper() -> None:
 def main(argv: list[str]) -> None:
     cfg = json.loads(argv[1])
     token = os.environ.pop("AGENTKD_TOKEN", "")
+    if cfg.get("go_fd") is not None:  # wait until the host has put this process into its cgroup
+        if os.read(cfg["go_fd"], 1) != b"g":
+            raise SystemExit("agentkd worker: the host did not confirm the sandbox's cgroup")
+        os.close(cfg["go_fd"])
     _apply_limits(cfg)
     _drop_privileges(cfg)
     sys.path[:0] = [p for p in cfg.get("paths", []) if p not in sys.path]

@@ -72,6 +72,52 @@ class Backend:
         return lim
 
 
+WORKER_DIR_IN = "/opt/agentkd"
+WORKER_BOOT = "import sys; sys.path.insert(0, {d!r}); import worker; worker.main(sys.argv)"
+
+
+def worker_command(python: str, cfg: dict, worker_dir: str = WORKER_DIR_IN) -> list[str]:
+    import json
+
+    return [python, "-I", "-S", "-c", WORKER_BOOT.format(d=worker_dir), json.dumps(cfg)]
+
+
+def _pyc_fresh(pyc: Path, src: Path) -> bool:
+    try:
+        head = pyc.read_bytes()[:16]
+        st = src.stat()
+    except OSError:
+        return False
+    import importlib.util
+
+    return (len(head) == 16 and head[:4] == importlib.util.MAGIC_NUMBER and head[4:8] == b"\0\0\0\0"
+            and int.from_bytes(head[8:12], "little") == int(st.st_mtime) & 0xFFFFFFFF
+            and int.from_bytes(head[12:16], "little") == st.st_size & 0xFFFFFFFF)
+
+
+def worker_mounts(worker_dir: str = WORKER_DIR_IN) -> list[tuple[str, str]]:
+    """(host path, sandbox path) pairs: worker.py and its bytecode (compiled once; saves ~5 ms per start)."""
+    import importlib.util
+    import py_compile
+
+    pairs = [(str(WORKER_PY), f"{worker_dir}/worker.py")]
+    name = Path(importlib.util.cache_from_source(str(WORKER_PY))).name
+    candidates = [Path(importlib.util.cache_from_source(str(WORKER_PY))),
+                  Path(os.environ.get("AGENTKD_CACHE", Path.home() / ".cache" / "agentkd")) / "sandbox" / name]
+    for pyc in candidates:
+        if not _pyc_fresh(pyc, WORKER_PY):
+            try:
+                pyc.parent.mkdir(parents=True, exist_ok=True)
+                py_compile.compile(str(WORKER_PY), cfile=str(pyc), doraise=True)
+            except (OSError, py_compile.PyCompileError):
+                continue
+        if _pyc_fresh(pyc, WORKER_PY):
+            os.chmod(pyc, 0o644)
+            pairs.append((str(pyc), f"{worker_dir}/__pycache__/{name}"))
+            break
+    return pairs
+
+
 def host_python() -> str:
     """The base interpreter behind this (possibly virtual) environment."""
     exe = getattr(sys, "_base_executable", None) or sys.executable

@@ -17,11 +17,13 @@ from pathlib import Path
 
 from agentkd.sandbox.backends.base import (
     SANDBOX_ENV,
-    WORKER_PY,
+    WORKER_DIR_IN,
     Backend,
     host_python,
     read_pipe_nonblocking,
     site_paths,
+    worker_command,
+    worker_mounts,
 )
 from agentkd.sandbox.cgroup import Cgroup
 
@@ -29,7 +31,6 @@ SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives", "/etc/localtime",
              "/etc/ssl/certs")
 SOCKET_DIR = "/run/agentkd"
-WORKER_IN = "/opt/agentkd/worker.py"
 
 
 class BwrapBackend(Backend):
@@ -65,12 +66,14 @@ class BwrapBackend(Backend):
 
         return host_python(), site_paths(), [os.path.realpath(sys.base_prefix)]
 
-    def command(self, worker_cfg: dict, token: str, seccomp_fd: int | None) -> list[str]:
+    def command(self, worker_cfg: dict, token: str, extra: list[str]) -> list[str]:
         c = self.config
         root = os.geteuid() == 0
         exe, site, binds = self._python()
+        # --as-pid-1: the worker's launcher is the namespace's init, so it reaps (and keeps) every orphan,
+        # including a committed candidate whose parent exited; when it exits, the kernel kills the rest.
         args = ["bwrap", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
-                "--new-session"]
+                "--new-session", "--as-pid-1"]
         if root:
             args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
         else:
@@ -97,52 +100,67 @@ class BwrapBackend(Backend):
         args += ["--proc", "/proc", "--dev", "/dev",
                  "--perms", "1777", "--size", str(64 * mb), "--tmpfs", "/tmp",
                  "--perms", "0777", "--size", str(c.work_dir_mb * mb), "--tmpfs", "/work",
-                 "--perms", "0755", "--dir", "/opt", "--perms", "0755", "--dir", "/opt/agentkd",
-                 "--ro-bind", str(WORKER_PY), WORKER_IN,
+                 "--perms", "0755", "--dir", "/opt", "--perms", "0755", "--dir", WORKER_DIR_IN,
+                 "--perms", "0755", "--dir", f"{WORKER_DIR_IN}/__pycache__",
+                 *[a for src, dst in worker_mounts() for a in ("--ro-bind", src, dst)],
                  *[a for i, p in enumerate(site) for a in ("--ro-bind", p, f"/opt/agentkd/site{i}")],
                  "--perms", "0755", "--dir", "/run", "--bind", self.socket_dir, SOCKET_DIR,
                  "--chdir", "/work", "--clearenv"]
         for k, v in {**SANDBOX_ENV, "AGENTKD_TOKEN": token}.items():
             args += ["--setenv", k, v]
-        if seccomp_fd is not None:
-            args += ["--seccomp", str(seccomp_fd)]
+        args += extra
         cfg = {**worker_cfg, "socket": f"{SOCKET_DIR}/ctl.sock", "workdir": "/work",
                "paths": [f"/opt/agentkd/site{i}" for i in range(len(site))] + worker_cfg.get("paths", []),
                "uid": c.uid if root else None, "gid": c.gid if root else None,
                "allow_root": False}
-        return [*args, "--", exe, "-I", "-S", WORKER_IN, json.dumps(cfg)]
+        return [*args, "--", *worker_command(exe, cfg)]
 
     def start(self, worker_cfg: dict, token: str) -> None:
+        """Launch bwrap. With a cgroup, the sandbox's first process is moved into it while Python starts up
+        (a cgroup-v1 move can take ~15 ms): bwrap reports that process's pid on --info-fd, and the worker
+        waits on a pipe ("go") before it applies limits, drops privileges or forks anything."""
         from agentkd.sandbox import seccomp
 
         c = self.config
         self.cgroup = Cgroup.create(c.memory_mb, c.max_procs)
         cg_limits = self.cgroup.limits if self.cgroup else {}
         worker_cfg = {**worker_cfg, "rlimits": self.rlimits(cg_limits)}
+        keep: list[int] = []  # our copies of the fds the child inherits; closed once it started
+        extra: list[str] = []
         prog = seccomp.build()
-        rfd = None
+        self._seccomp = prog is not None
         if prog is not None:
             rfd, wfd = os.pipe()
             os.write(wfd, prog)
             os.close(wfd)
-        self._seccomp = prog is not None
-        cmd = self.command(worker_cfg, token, rfd)
-        dirs = [str(d / "cgroup.procs") for d in self.cgroup.dirs] if self.cgroup else []
-
-        def join_cgroup() -> None:  # runs in the child between fork and exec: keep it to raw syscalls
-            pid = str(os.getpid()).encode()
-            for path in dirs:
-                fd = os.open(path, os.O_WRONLY)
-                os.write(fd, pid)
-                os.close(fd)
-
+            keep.append(rfd)
+            extra += ["--seccomp", str(rfd)]
+        info_r = go_w = None
+        if self.cgroup is not None:
+            info_r, info_w = os.pipe()
+            go_r, go_w = os.pipe()
+            keep += [info_w, go_r]
+            extra += ["--info-fd", str(info_w)]
+            worker_cfg["go_fd"] = go_r
+        cmd = self.command(worker_cfg, token, extra)
         try:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.PIPE, pass_fds=(rfd,) if rfd is not None else (),
-                                         preexec_fn=join_cgroup if dirs else None)
+                                         stderr=subprocess.PIPE, pass_fds=tuple(keep))
         finally:
-            if rfd is not None:
-                os.close(rfd)
+            for fd in keep:
+                os.close(fd)
+        if self.cgroup is None:
+            return
+        try:
+            with os.fdopen(info_r, "rb") as f:
+                info = json.loads(f.read().decode() or "{}")  # EOF once bwrap wrote it (or died)
+            child = int(info["child-pid"])
+            self.cgroup.join(child)
+            os.write(go_w, b"g")
+        except (OSError, ValueError, KeyError):
+            pass  # bwrap failed: the start-up error surfaces through diagnostics()
+        finally:
+            os.close(go_w)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

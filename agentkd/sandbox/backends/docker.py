@@ -9,13 +9,11 @@ the daemon must be local (a `unix://` URL). Image: `sandbox/Dockerfile`, or `san
 
 from __future__ import annotations
 
-import json
 import os
 
-from agentkd.sandbox.backends.base import SANDBOX_ENV, WORKER_PY, Backend
+from agentkd.sandbox.backends.base import SANDBOX_ENV, Backend, worker_command, worker_mounts
 
 SOCKET_DIR = "/run/agentkd"
-WORKER_IN = "/opt/agentkd/worker.py"
 
 
 def docker_host(config) -> str:
@@ -75,7 +73,7 @@ class DockerBackend(Backend):
                "rlimits": self.rlimits({"memory": True, "pids": True})}
         self.container = self.client.containers.run(
             c.docker_image,
-            command=["python3", "-I", "-S", WORKER_IN, json.dumps(cfg)],
+            command=worker_command("python3", cfg),
             detach=True,
             network_mode="none",
             mem_limit=f"{c.memory_mb}m",
@@ -87,7 +85,7 @@ class DockerBackend(Backend):
             security_opt=["no-new-privileges"],
             user=f"{c.uid}:{c.gid}",
             volumes={self.socket_dir: {"bind": SOCKET_DIR, "mode": "rw"},
-                     str(WORKER_PY): {"bind": WORKER_IN, "mode": "ro"}},
+                     **{src: {"bind": dst, "mode": "ro"} for src, dst in worker_mounts()}},
             environment={**SANDBOX_ENV, "AGENTKD_TOKEN": token},
             working_dir="/work",
             labels={"agentkd.sandbox": "1"},

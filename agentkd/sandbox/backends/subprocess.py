@@ -5,7 +5,6 @@ environment. Chosen by `auto` only when nothing better exists, with a loud warni
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess
@@ -18,10 +17,26 @@ from agentkd.sandbox.backends.base import (
     host_python,
     read_pipe_nonblocking,
     site_paths,
+    worker_command,
 )
 from agentkd.sandbox.cgroup import Cgroup
 
 log = logging.getLogger(__name__)
+_warned = False
+
+
+def _reachable_by_others(path: str) -> bool:
+    """Whether a process with another uid (not in the owner's group) can read `path` and its folders."""
+    import stat
+    from pathlib import Path
+
+    p = Path(os.path.realpath(path))
+    try:
+        if not p.stat().st_mode & stat.S_IROTH:
+            return False
+        return all(d.stat().st_mode & stat.S_IXOTH for d in p.parents)
+    except OSError:
+        return False
 
 
 class SubprocessBackend(Backend):
@@ -35,13 +50,23 @@ class SubprocessBackend(Backend):
 
     @classmethod
     def unavailable(cls, config) -> str | None:
+        if os.geteuid() != 0:
+            return None
+        exe = config.python or host_python()
+        for path in [exe, *([] if config.python else site_paths())]:
+            if not _reachable_by_others(path):
+                return (f"{path} is not readable by uid {config.uid} (a parent folder is private); "
+                        "set sandbox.python to a system interpreter such as /usr/bin/python3")
         return None
 
     def start(self, worker_cfg: dict, token: str) -> None:
         c = self.config
         root = os.geteuid() == 0
-        log.warning("agentkd sandbox: the 'subprocess' backend does NOT isolate the filesystem or network; "
-                    "install bubblewrap or Docker for real isolation")
+        global _warned
+        if not _warned:
+            _warned = True
+            log.warning("agentkd sandbox: the 'subprocess' backend does NOT isolate the filesystem or network; "
+                        "install bubblewrap or Docker for real isolation")
         self.cgroup = Cgroup.create(c.memory_mb, c.max_procs)
         self.workdir = tempfile.mkdtemp(prefix="agentkd-work-")
         if root:
@@ -61,7 +86,7 @@ class SubprocessBackend(Backend):
                 os.close(fd)
 
         exe = c.python or host_python()
-        self.proc = subprocess.Popen([exe, "-I", "-S", str(WORKER_PY), json.dumps(cfg)], env=env,
+        self.proc = subprocess.Popen(worker_command(exe, cfg, str(WORKER_PY.parent)), env=env,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      start_new_session=True, preexec_fn=preexec if dirs else None,
                                      cwd=self.workdir)

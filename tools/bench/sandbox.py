@@ -1,0 +1,144 @@
+"""Benchmark the code sandbox: per-run latency (p50/p95) over 500 small snippets and worker start time,
+for every available agentkd backend and for smolagents' LocalPythonExecutor (in-process, unsafe baseline).
+
+    python tools/bench/sandbox.py [--n 500] [--starts 10] [--json out.json]
+
+smolagents is optional: `pip install 'agentkd[bench]'`. The Docker backend is measured when a daemon
+answers ($AGENTKD_DOCKER_HOST / $DOCKER_HOST) and the sandbox image exists.
+Targets (issue 3): default backend p50 <= 1.0x LocalPythonExecutor's; worker start <= 50 ms (bwrap),
+<= 150 ms (Docker).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+TARGET_START_MS = {"bwrap": 50.0, "docker": 150.0}
+
+
+def snippets(n: int) -> list[str]:
+    """`n` small, deterministic agent-like snippets; some reuse state defined by earlier ones."""
+    kinds = [
+        lambda i: f"x{i % 7} = {i} * 3 + 1\nx{i % 7}",
+        lambda i: f"s = 'item-{i}'\nprint(s.upper(), len(s))",
+        lambda i: f"vals = [k * k for k in range({i % 25})]\nsum(vals)",
+        lambda i: f"d = {{'a': {i}, 'b': {i + 1}}}\nd['c'] = d['a'] + d['b']\nprint(d)",
+        lambda i: f"def f{i % 5}(v):\n    return v * 2 + {i}\nf{i % 5}({i})",
+        lambda i: f"import math\nround(math.sqrt({i + 1}) * math.pi, 4)",
+        lambda i: f"total = 0\nfor k in range({i % 30}):\n    if k % 2:\n        total += k\nprint(total)",
+        lambda i: f"words = 'the quick brown fox {i}'.split()\nsorted(words, key=len)[-1]",
+        lambda i: f"n = {i}\nresult = n if n < 100 else n // 7\nprint('result:', result)",
+        lambda i: f"pairs = list(zip(range(3), 'abc'))\nlen(pairs) + {i}",
+    ]
+    return [kinds[i % len(kinds)](i) for i in range(n)]
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
+
+
+def bench_backend(name: str, codes: list[str], starts: int) -> dict:
+    from agentkd.sandbox import Sandbox, SandboxConfig
+
+    cfg = SandboxConfig(backend=name)  # type: ignore[arg-type]
+    start_times = []
+    for _ in range(starts):
+        sb = Sandbox(cfg)
+        t = time.perf_counter()
+        sb.start()
+        start_times.append(time.perf_counter() - t)
+        sb.close()
+    with Sandbox(cfg) as sb:
+        sb.run("pass")  # first run warms the worker's lazy imports (ast, linecache)
+        lat, errors = [], 0
+        for code in codes:
+            t = time.perf_counter()
+            r = sb.run(code)
+            lat.append(time.perf_counter() - t)
+            errors += r.error is not None
+    return {"executor": name, "p50_ms": pct(lat, 0.5) * 1e3, "p95_ms": pct(lat, 0.95) * 1e3,
+            "start_ms": statistics.median(start_times) * 1e3, "errors": errors}
+
+
+def bench_local_python_executor(codes: list[str], starts: int) -> dict | None:
+    try:
+        from smolagents.local_python_executor import LocalPythonExecutor
+    except ImportError:
+        print("smolagents is not installed: skipping the LocalPythonExecutor baseline "
+              "(pip install 'agentkd[bench]')", file=sys.stderr)
+        return None
+
+    def make():
+        ex = LocalPythonExecutor(additional_authorized_imports=["math"])
+        ex.send_tools({})
+        return ex
+
+    start_times = []
+    for _ in range(starts):
+        t = time.perf_counter()
+        make()
+        start_times.append(time.perf_counter() - t)
+    ex = make()
+    ex("pass")
+    lat, errors = [], 0
+    for code in codes:
+        t = time.perf_counter()
+        try:
+            ex(code)
+        except Exception:
+            errors += 1
+        lat.append(time.perf_counter() - t)
+    return {"executor": "smolagents.LocalPythonExecutor", "p50_ms": pct(lat, 0.5) * 1e3,
+            "p95_ms": pct(lat, 0.95) * 1e3, "start_ms": statistics.median(start_times) * 1e3, "errors": errors}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=500, help="number of snippets")
+    ap.add_argument("--starts", type=int, default=10, help="worker starts to time per backend")
+    ap.add_argument("--json", help="also write the rows to this file")
+    args = ap.parse_args(argv)
+
+    from agentkd.sandbox import SandboxConfig, choose_backend
+    from agentkd.sandbox.backends import AUTO_ORDER, backend_class
+
+    codes = snippets(args.n)
+    default = choose_backend(SandboxConfig())[0].name
+    rows = []
+    for name in AUTO_ORDER:
+        why = backend_class(name).unavailable(SandboxConfig(backend=name))  # type: ignore[arg-type]
+        if why:
+            print(f"{name}: unavailable ({why})", file=sys.stderr)
+            continue
+        rows.append(bench_backend(name, codes, args.starts))
+    base = bench_local_python_executor(codes, args.starts)
+    if base:
+        rows.append(base)
+
+    print(f"{args.n} snippets; default backend here: {default}")
+    print(f"{'executor':<32} {'p50 ms':>8} {'p95 ms':>8} {'start ms':>9} {'errors':>7}")
+    for r in rows:
+        print(f"{r['executor']:<32} {r['p50_ms']:>8.3f} {r['p95_ms']:>8.3f} {r['start_ms']:>9.1f} {r['errors']:>7}")
+    print("targets:")
+    by = {r["executor"]: r for r in rows}
+    if base and default in by:
+        ratio = by[default]["p50_ms"] / base["p50_ms"]
+        print(f"  default ({default}) p50 = {ratio:.2f}x LocalPythonExecutor's (target <= 1.0x): "
+              f"{'met' if ratio <= 1.0 else 'NOT met'}")
+    for name, target in TARGET_START_MS.items():
+        if name in by:
+            s = by[name]["start_ms"]
+            print(f"  {name} worker start {s:.1f} ms (target <= {target:g} ms): {'met' if s <= target else 'NOT met'}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"n": args.n, "default": default, "rows": rows}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
