@@ -74,6 +74,14 @@ def test_persistence_value_and_output(backend):
         assert r.stdout == "42\n" and r.stderr == "err\n" and r.error is None
 
 
+def test_forked_child_of_user_code_does_not_answer(backend):
+    with make(backend, tools={"echo": lambda v: v}) as sb:
+        r = sb.run("import os\npid = os.fork()\nif pid == 0:\n    try:\n        echo(1)\n    except RuntimeError as e:\n"
+                   "        print('child:', e)\nelse:\n    os.waitpid(pid, 0)\n    print('parent')")
+        assert r.stdout.startswith("child: host tools can only be called") and r.stdout.endswith("parent\n")
+        assert sb.run("echo(5)").value == "5" and sb.run("6").value == "6"
+
+
 def test_errors_show_only_user_frames(backend):
     with make(backend) as sb:
         r = sb.run("def f(d):\n    return 1 / d\n\nf(0)")

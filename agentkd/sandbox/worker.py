@@ -146,7 +146,7 @@ class Kernel:
 
         s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         s.connect(self.cfg["socket"])
-        self.sock, self.buf = s, bytearray()
+        self.sock, self.buf, self.pid = s, bytearray(), os.getpid()
         self.send({"op": "hello", "kid": kid, "token": self.token, "pid": os.getpid()})
 
     def send(self, obj):
@@ -196,6 +196,8 @@ class Kernel:
         return tool
 
     def call(self, name, args, kwargs):
+        if os.getpid() != self.pid:
+            raise RuntimeError("host tools can only be called from the sandbox's main process, not a forked child")
         try:
             payload = encode({"op": "call", "name": name, "args": list(args), "kwargs": dict(kwargs)}, strict=True)
         except (TypeError, ValueError) as e:
@@ -308,6 +310,8 @@ class Kernel:
         finally:
             self.in_user = False
             signal.setitimer(signal.ITIMER_REAL, 0)
+        if os.getpid() != self.pid:  # a child the user's code forked fell through to here: it must not answer
+            os._exit(0)
         res["duration_s"] = time.perf_counter() - t0
         for stream in (sys.stdout, sys.stderr):
             try:
