@@ -42,7 +42,7 @@ def test_wrong_type_and_unknown_section(tmp_path):
 
 
 def test_missing_file_and_bad_yaml(tmp_path):
-    with pytest.raises(ConfigError, match="nope.yaml: file not found"):
+    with pytest.raises(ConfigError, match=r"nope\.yaml: file not found"):
         load_recipe(tmp_path / "nope.yaml")
     p = write(tmp_path, "serve: [unclosed\n")
     with pytest.raises(ConfigError, match=r"recipe.yaml: line \d+: invalid YAML"):
@@ -54,7 +54,7 @@ def test_override_parsing_and_errors():
     assert out == {"a": {"b": 2, "c": [1, 2]}, "d": {"e": "text"}, "f": None}
     with pytest.raises(ConfigError, match="must look like"):
         apply_overrides({}, ["novalue"])
-    with pytest.raises(ConfigError, match="a.b is not a mapping"):
+    with pytest.raises(ConfigError, match=r"a\.b is not a mapping"):
         apply_overrides({"a": {"b": 1}}, ["a.b.c=2"])
 
 

@@ -10,6 +10,7 @@ import sys
 
 import typer
 
+from agentkd.cli import collect as _collect
 from agentkd.cli import index as _index
 from agentkd.cli import models as _models
 from agentkd.cli import recipe as _recipe
@@ -30,6 +31,7 @@ app.add_typer(_recipe.app, name="recipe")
 app.add_typer(_sandbox.app, name="sandbox")
 app.add_typer(_tasks.app, name="tasks")
 app.command("serve")(_serve.serve)
+app.command("collect")(_collect.collect)
 
 
 @app.callback(invoke_without_command=True)

@@ -27,6 +27,8 @@ SECTIONS: dict[str, str] = {
     "sandbox": "agentkd.sandbox.config:SandboxConfig",
     "tools": "agentkd.tools.config:ToolsConfig",
     "index": "agentkd.tools.config:IndexConfig",
+    "agent": "agentkd.agent.config:AgentConfig",
+    "collect": "agentkd.collect.config:CollectConfig",
 }
 
 

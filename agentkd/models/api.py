@@ -66,6 +66,7 @@ class LiteLLMModel(ChatModel):
     async def _generate(self, messages, *, n, temperature, top_p, max_tokens, stop, seed, prefill):
         import litellm
 
+        litellm.suppress_debug_info = True
         msgs = list(messages)
         kw: dict[str, Any] = {"n": n, "timeout": self.timeout_s, **self.extra}
         for key, value in (("temperature", temperature), ("top_p", top_p), ("max_tokens", max_tokens),

@@ -63,7 +63,9 @@ class TransformersModel(ChatModel):
     def __init__(self, path: str | Path, *, name: str | None = None, adapter: str | Path | None = None,
                  device: str = "auto", dtype: str = "auto"):
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()
         path = Path(path)
         if not path.exists():
             raise ConfigError("model path does not exist", file=path, path="model")

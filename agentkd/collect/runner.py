@@ -1,0 +1,183 @@
+"""The collection runner.
+
+    summary = collect(CollectConfig(...), "runs/hotpot-gpt4o")
+
+Writes `config.yaml`, `trajectories.jsonl` (one line per finished (task, sample)), `failed.jsonl`
+(episodes that ended in infrastructure errors: kept for inspection, retried on the next run, never
+stored as answers), `cache.sqlite` (every teacher request and response) and `summary.json`.
+
+Rerunning the same command resumes: finished (task, sample) pairs are skipped and interrupted episodes
+replay their cached calls for free. A `budget_usd` stop ends the run cleanly (exit code 3 from the CLI);
+raise the budget and rerun to continue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agentkd.collect.config import CollectConfig
+from agentkd.core.config import ConfigError
+from agentkd.core.jsonl import JsonlStore, iter_jsonl
+from agentkd.core.tasks import load_tasks
+from agentkd.core.types import Task, Trajectory
+
+log = logging.getLogger(__name__)
+
+
+def finished_keys(path: Path) -> set[tuple[str, int]]:
+    """(task key, sample index) of every stored trajectory (streamed; torn lines skipped)."""
+    keys = set()
+    for obj in iter_jsonl(path):
+        task = obj.get("task", {})
+        key = f"{task['source']}/{task['id']}" if task.get("source") else task.get("id")
+        keys.add((key, obj.get("provenance", {}).get("sample_index", 0)))
+    return keys
+
+
+class _Progress:
+    """A rich progress bar with done / failed / retries / cost / ETA (silent when disabled)."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.enabled = enabled and total > 0
+        self.total = total
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("collect"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[info]}"), TimeRemainingColumn())
+            self.task = self.bar.add_task("collect", total=total, info="")
+            self.bar.start()
+
+    def update(self, done: int, info: str) -> None:
+        if self.enabled:
+            self.bar.update(self.task, completed=done, info=info)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.bar.stop()
+
+
+async def collect_async(cfg: CollectConfig, out_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
+    from agentkd.agent.loop import run_episode
+    from agentkd.models.load import load_model
+    from agentkd.models.wrappers import (
+        BudgetedModel,
+        BudgetExceeded,
+        CachedModel,
+        RequestCache,
+        RetryingModel,
+        wrap_model,
+    )
+    from agentkd.models.wrappers import find as find_wrapper
+    from agentkd.sandbox import Sandbox
+    from agentkd.tools import build_tools
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump({"collect": cfg.model_dump(mode="json")}, sort_keys=False))
+    tasks = load_tasks(cfg.tasks)
+    seen: set[str] = set()
+    for t in tasks:
+        if t.key in seen:
+            raise ConfigError(f"duplicate task id {t.key!r}: ids must be unique for resume to work", path="collect.tasks")
+        seen.add(t.key)
+    traj_path = out / "trajectories.jsonl"
+    store = JsonlStore(traj_path)
+    failed = JsonlStore(out / "failed.jsonl")
+    done = finished_keys(traj_path)
+    todo: list[tuple[Task, int]] = [(t, s) for t in tasks for s in range(cfg.samples) if (t.key, s) not in done]
+    skipped = len(tasks) * cfg.samples - len(todo)
+
+    cache = RequestCache(out / "cache.sqlite")
+    spent_before = cache.total_cost()
+    provider = load_model(cfg.teacher, progress=progress)
+    model = wrap_model(provider, cfg.client, cache)
+    budget: BudgetedModel = find_wrapper(model, BudgetedModel)
+    retry: RetryingModel = find_wrapper(model, RetryingModel)
+    cached: CachedModel | None = find_wrapper(model, CachedModel)
+    tools = build_tools(cfg.tools)
+    sampling = cfg.teacher.sampling.model_dump(exclude={"seed"})
+    executor = ThreadPoolExecutor(max_workers=cfg.concurrency + 2, thread_name_prefix="episode")
+    loop = asyncio.get_running_loop()
+    statuses: Counter[str] = Counter()
+    state = {"done": 0, "failed": 0, "budget_stop": False}
+    sem = asyncio.Semaphore(cfg.concurrency)
+    bar = _Progress(len(todo), progress)
+    t_start = time.perf_counter()
+
+    def info() -> str:
+        return (f"failed {state['failed']}  retries {retry.stats['retries']}  "
+                f"${budget.spent_usd - spent_before:.4f} new")
+
+    async def episode(task: Task, sample: int) -> None:
+        async with sem:
+            if state["budget_stop"]:
+                return
+            sandbox = await loop.run_in_executor(executor, lambda: Sandbox(cfg.sandbox, tools=tools))
+            try:
+                traj: Trajectory = await run_episode(task, model, sandbox, tools, cfg.agent, sampling=sampling,
+                                                     seed=cfg.seed + sample, sample_index=sample, executor=executor)
+            except BudgetExceeded:
+                state["budget_stop"] = True
+                return
+            finally:
+                await loop.run_in_executor(executor, sandbox.close)
+            traj.provenance.api_base = cfg.teacher.api_base
+            statuses[traj.status] += 1
+            if traj.status == "error":
+                state["failed"] += 1
+                await loop.run_in_executor(executor, failed.append, traj)
+            else:
+                state["done"] += 1
+                await loop.run_in_executor(executor, store.append, traj)
+            bar.update(state["done"] + state["failed"], info())
+
+    try:
+        await asyncio.gather(*(episode(t, s) for t, s in todo))
+    finally:
+        bar.close()
+        executor.shutdown(wait=True)
+        store.close()
+        failed.close()
+    wall = time.perf_counter() - t_start
+    tool_stats: dict[str, Any] = {}
+    for t in tools.values():
+        if hasattr(t, "cache") and hasattr(t.cache, "stats"):
+            tool_stats = t.cache.stats()
+            break
+    summary = {
+        "out": str(out),
+        "tasks": len(tasks),
+        "samples_per_task": cfg.samples,
+        "skipped_already_done": skipped,
+        "stored": state["done"],
+        "failed_infra": state["failed"],
+        "remaining": len(todo) - state["done"] - state["failed"],
+        "statuses": dict(statuses),
+        "total_stored": len(finished_keys(traj_path)),
+        "retries": dict(retry.stats),
+        "request_cache": dict(cached.stats) if cached else {},
+        "tool_cache": tool_stats,
+        "cost_usd_new": round(budget.spent_usd - spent_before, 6),
+        "cost_usd_total": round(budget.spent_usd, 6),
+        "budget_usd": cfg.client.budget_usd,
+        "stopped": "budget" if state["budget_stop"] else None,
+        "wall_s": round(wall, 3),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    await model.aclose()
+    return summary
+
+
+def collect(cfg: CollectConfig, out_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) a collection; returns the summary that is also written to summary.json."""
+    return asyncio.run(collect_async(cfg, out_dir, progress=progress))
