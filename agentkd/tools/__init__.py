@@ -4,7 +4,7 @@ tool-result cache.
 Importing this package is light: torch, faiss and bm25s are imported only when an index is built or searched.
 """
 
-from agentkd.tools.base import Tool, ToolError, ToolInputError, render_tools
+from agentkd.tools.base import Tool, ToolError, render_tools
 from agentkd.tools.cache import CachedTool, ToolCache
 from agentkd.tools.config import EncoderConfig, IndexConfig, SearchToolConfig, ToolsConfig
 from agentkd.tools.final_answer import FinalAnswerTool
@@ -19,7 +19,6 @@ __all__ = [
     "Tool",
     "ToolCache",
     "ToolError",
-    "ToolInputError",
     "ToolsConfig",
     "build_tools",
     "render_tools",

@@ -2,7 +2,9 @@
 
 Tools run on the host. Sandboxed code calls them as plain callables through the sandbox's tool bridge
 (`tool(*args, **kwargs)`), so `Tool.__call__` binds positional and keyword arguments to `inputs` in order,
-checks their types and raises `ToolInputError` (a `TypeError`) with a one-line message on bad calls.
+checks their types and raises the builtin `TypeError` with a one-line message on bad calls: the exception a
+Python function raises for bad arguments, so it crosses the sandbox bridge unchanged and agent code can
+catch it as usual. Failures of the tool itself raise `ToolError`.
 Subclasses set the class attributes and implement `forward(**kwargs)`.
 """
 
@@ -28,10 +30,6 @@ class ToolError(Exception):
     """A tool failed; the message is meant to be shown to the agent."""
 
 
-class ToolInputError(ToolError, TypeError):
-    """A tool was called with missing, unknown or mistyped arguments."""
-
-
 def _check_type(tool: str, name: str, value: Any, spec: dict[str, Any]) -> None:
     if value is None and spec.get("nullable"):
         return
@@ -39,7 +37,7 @@ def _check_type(tool: str, name: str, value: Any, spec: dict[str, Any]) -> None:
     accepted = _TYPES[kind][0]
     bad = not isinstance(value, accepted) or (kind in ("integer", "number") and isinstance(value, bool))
     if bad:
-        raise ToolInputError(f"{tool}(): argument {name!r} must be {kind}, got {type(value).__name__} ({value!r:.60})")
+        raise TypeError(f"{tool}(): argument {name!r} must be {kind}, got {type(value).__name__} ({value!r:.60})")
 
 
 class Tool:
@@ -96,20 +94,20 @@ class Tool:
         """Map positional and keyword arguments onto `inputs`, fill defaults and check types."""
         names = list(self.inputs)
         if len(args) > len(names):
-            raise ToolInputError(f"{self.name}() takes {len(names)} argument(s) but {len(args)} were given")
+            raise TypeError(f"{self.name}() takes {len(names)} argument(s) but {len(args)} were given")
         bound = dict(zip(names, args, strict=False))
         for key, value in kwargs.items():
             if key not in self.inputs:
-                raise ToolInputError(f"{self.name}() got an unexpected argument {key!r} (expects: {', '.join(names)})")
+                raise TypeError(f"{self.name}() got an unexpected argument {key!r} (expects: {', '.join(names)})")
             if key in bound:
-                raise ToolInputError(f"{self.name}() got multiple values for argument {key!r}")
+                raise TypeError(f"{self.name}() got multiple values for argument {key!r}")
             bound[key] = value
         for arg, spec in self.inputs.items():
             if arg not in bound:
                 if "default" in spec or spec.get("nullable"):
                     bound[arg] = spec.get("default")
                 else:
-                    raise ToolInputError(f"{self.name}() missing required argument {arg!r}")
+                    raise TypeError(f"{self.name}() missing required argument {arg!r}")
             _check_type(self.name, arg, bound[arg], spec)
         return bound
 
