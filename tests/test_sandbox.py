@@ -1,4 +1,4 @@
-"""Sandbox: behaviour and attack tests against real backends (bubblewrap, and a real Docker daemon).
+"""Sandbox: behaviour and attack tests against real backends (bubblewrap, unshare, and a real Docker daemon).
 
 The Docker backend's tests use the daemon named by $AGENTKD_DOCKER_HOST (tools/ci/test.sh starts one via
 tools/ci/services.d/docker.sh; run `bash tools/ci/services.d/docker.sh start` to use it directly), else the
@@ -32,7 +32,7 @@ def _unavailable(name: str) -> str | None:
     return backend_class(name).unavailable(SandboxConfig(backend=name))
 
 
-@pytest.fixture(scope="module", params=["bwrap", "docker"])
+@pytest.fixture(scope="module", params=["bwrap", "unshare", "docker"])
 def backend(request) -> str:
     name = request.param
     reason = _unavailable(name)

@@ -32,6 +32,8 @@ Backends (`config.backend`; `auto` tries them in this order)
                 ($AGENTKD_DOCKER_HOST / $DOCKER_HOST) and the image (`agentkd sandbox build-image`).
     bwrap       bubblewrap namespaces (mount, pid, net, ipc, uts), read-only system folders only, tmpfs
                 /work, seccomp filter (x86_64), cgroup memory/pids limits, non-root uid. The default.
+    unshare     util-linux unshare namespaces; the worker builds the same read-only root itself (mount +
+                pivot_root), then the same rlimits, uid drop and seccomp filter (loaded with prctl).
     subprocess  uid drop + rlimits only; warns loudly; refuses to run code as root unless `allow_unsafe`.
 Every backend runs the same stdlib-only worker (`agentkd/sandbox/worker.py`) with the same protocol.
 """

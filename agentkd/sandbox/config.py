@@ -8,7 +8,7 @@ from pydantic import Field
 
 from agentkd.core.config import StrictConfig
 
-BackendName = Literal["auto", "docker", "bwrap", "subprocess"]
+BackendName = Literal["auto", "docker", "bwrap", "unshare", "subprocess"]
 
 
 class SandboxConfig(StrictConfig):
@@ -16,8 +16,8 @@ class SandboxConfig(StrictConfig):
 
     backend: BackendName = Field(
         default="auto",
-        description="auto (docker when a daemon answers and the image exists, else bwrap, else subprocess), "
-        "docker, bwrap, or subprocess (no isolation beyond a uid and rlimits; warns loudly).",
+        description="auto (docker when a daemon answers and the image exists, else bwrap, else unshare, else "
+        "subprocess), docker, bwrap, unshare, or subprocess (no isolation beyond a uid and rlimits; warns loudly).",
     )
     timeout_s: float = Field(default=10.0, gt=0, description="Soft wall-time limit per run (interrupts, keeps state).")
     hard_timeout_grace_s: float = Field(

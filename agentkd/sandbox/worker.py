@@ -366,6 +366,86 @@ def _drop_privileges(cfg: dict) -> None:
         raise SystemExit("agentkd worker refuses to run user code as root")
 
 
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC = 1, 2, 4, 8, 32, 4096, 16384
+PIVOT_ROOT_NR = {"x86_64": 155, "aarch64": 41}
+
+
+def _setup_fs(ops: list) -> None:
+    """Build and enter a new root (the `unshare` backend; we are root in a private mount namespace).
+
+    ops: ["root", hostdir] first, then ["ro"|"rw", src, dst], ["symlink", target, dst], ["tmpfs", dst, size,
+    mode], ["dir", dst], ["proc", dst], ["dev", dst]; dst paths are inside the new root."""
+    import ctypes
+    import platform
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def mount(src, dst, fstype, flags, data=None):
+        enc = lambda v: v.encode() if isinstance(v, str) else v  # noqa: E731
+        if libc.mount(enc(src), enc(dst), enc(fstype), ctypes.c_ulong(flags), enc(data)) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"mount {src} on {dst}: {os.strerror(err)}")
+
+    root = ops[0][1]
+    mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
+    for op in ops[1:]:
+        kind, dst = op[0], root + op[-1] if op[0] in ("ro", "rw", "symlink") else root + op[1]
+        if kind in ("ro", "rw"):
+            if os.path.isdir(op[1]):
+                os.makedirs(dst, exist_ok=True)
+            else:
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                open(dst, "a").close()
+            mount(op[1], dst, None, MS_BIND | MS_REC)
+            flags = MS_REMOUNT | MS_BIND | MS_NOSUID | (MS_RDONLY if kind == "ro" else 0)
+            mount(None, dst, None, flags)
+        elif kind == "symlink":
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            os.symlink(op[1], dst)
+        elif kind == "dir":
+            os.makedirs(dst, exist_ok=True)
+            os.chmod(dst, 0o755)
+        elif kind == "tmpfs":
+            os.makedirs(dst, exist_ok=True)
+            mount("tmpfs", dst, "tmpfs", MS_NOSUID | MS_NODEV, f"size={op[2]},mode={op[3]}")
+        elif kind == "proc":
+            os.makedirs(dst, exist_ok=True)
+            mount("proc", dst, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        elif kind == "dev":
+            os.makedirs(dst, exist_ok=True)
+            mount("tmpfs", dst, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755")
+            for node in ("null", "zero", "random", "urandom", "full"):
+                open(f"{dst}/{node}", "a").close()
+                mount(f"/dev/{node}", f"{dst}/{node}", None, MS_BIND)
+            for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                                 ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+                os.symlink(target, f"{dst}/{name}")
+    os.chdir(root)
+    nr = PIVOT_ROOT_NR.get(platform.machine())
+    if nr is not None and libc.syscall(nr, b".", b".") == 0:
+        libc.umount2(b".", 2)  # MNT_DETACH: the old root disappears from this namespace
+    else:
+        os.chroot(".")
+    os.chdir("/")
+
+
+def _install_seccomp(prog: bytes) -> None:
+    """Load a raw BPF program (agentkd.sandbox.seccomp) for this process and all it starts."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    buf = ctypes.create_string_buffer(prog, len(prog))
+    fprog = SockFprog(len(prog) // 8, ctypes.cast(buf, ctypes.c_void_p))
+    if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
+        raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS failed")
+    if libc.prctl(22, 2, ctypes.byref(fprog), 0, 0) != 0:  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
+        raise OSError(ctypes.get_errno(), "installing the seccomp filter failed")
+
+
 def _subreaper() -> None:
     try:
         import ctypes
@@ -382,8 +462,12 @@ def main(argv: list[str]) -> None:
         if os.read(cfg["go_fd"], 1) != b"g":
             raise SystemExit("agentkd worker: the host did not confirm the sandbox's cgroup")
         os.close(cfg["go_fd"])
+    if cfg.get("fs"):
+        _setup_fs(cfg["fs"])
     _apply_limits(cfg)
     _drop_privileges(cfg)
+    if cfg.get("seccomp"):
+        _install_seccomp(bytes.fromhex(cfg["seccomp"]))
     sys.path[:0] = [p for p in cfg.get("paths", []) if p not in sys.path]
     if cfg.get("workdir"):
         os.chdir(cfg["workdir"])

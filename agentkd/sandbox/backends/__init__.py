@@ -14,6 +14,10 @@ def backend_class(name: str) -> type[Backend]:
         from agentkd.sandbox.backends.docker import DockerBackend
 
         return DockerBackend
+    if name == "unshare":
+        from agentkd.sandbox.backends.unshare import UnshareBackend
+
+        return UnshareBackend
     if name == "subprocess":
         from agentkd.sandbox.backends.subprocess import SubprocessBackend
 
@@ -21,4 +25,4 @@ def backend_class(name: str) -> type[Backend]:
     raise ValueError(f"unknown sandbox backend {name!r}")
 
 
-AUTO_ORDER = ("docker", "bwrap", "subprocess")
+AUTO_ORDER = ("docker", "bwrap", "unshare", "subprocess")

@@ -13,24 +13,15 @@ import json
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
+from agentkd.sandbox.backends import mounts
 from agentkd.sandbox.backends.base import (
     SANDBOX_ENV,
-    WORKER_DIR_IN,
     Backend,
-    host_python,
     read_pipe_nonblocking,
-    site_paths,
     worker_command,
-    worker_mounts,
 )
 from agentkd.sandbox.cgroup import Cgroup
-
-SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives", "/etc/localtime",
-             "/etc/ssl/certs")
-SOCKET_DIR = "/run/agentkd"
 
 
 class BwrapBackend(Backend):
@@ -57,19 +48,10 @@ class BwrapBackend(Backend):
             return f"bwrap cannot create namespaces here: {r.stderr.decode(errors='replace').strip()}"
         return None
 
-    def _python(self) -> tuple[str, list[str], list[str]]:
-        """(interpreter, host site-packages to mount at /opt/agentkd/siteN, host folders to mount as they are)."""
-        if self.config.python:
-            exe = os.path.realpath(shutil.which(self.config.python) or self.config.python)
-            return exe, [], [str(Path(exe).parent.parent)]
-        import sys
-
-        return host_python(), site_paths(), [os.path.realpath(sys.base_prefix)]
-
     def command(self, worker_cfg: dict, token: str, extra: list[str]) -> list[str]:
         c = self.config
         root = os.geteuid() == 0
-        exe, site, binds = self._python()
+        exe, ops, paths = mounts.plan(c, self.socket_dir)
         # --as-pid-1: the worker's launcher is the namespace's init, so it reaps (and keeps) every orphan,
         # including a committed candidate whose parent exited; when it exits, the kernel kills the rest.
         args = ["bwrap", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
@@ -78,41 +60,13 @@ class BwrapBackend(Backend):
             args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
         else:
             args += ["--unshare-user", "--disable-userns"]
-        for d in SYSTEM_DIRS:
-            if os.path.islink(d):
-                args += ["--symlink", os.readlink(d), d]
-            elif os.path.isdir(d):
-                args += ["--ro-bind", d, d]
-        for f in ETC_FILES:
-            args += ["--ro-bind-try", f, f]
-        made = {"/", "/usr", "/tmp", "/work", "/opt", "/run"}
-        for b in [*binds, *c.extra_ro_paths]:
-            b = os.path.realpath(b)
-            if any(b == d or b.startswith(d.rstrip("/") + "/") for d in SYSTEM_DIRS if not os.path.islink(d)):
-                continue
-            parents = list(Path(b).parents)[::-1][1:]
-            for p in parents:
-                if str(p) not in made:
-                    args += ["--perms", "0755", "--dir", str(p)]
-                    made.add(str(p))
-            args += ["--ro-bind", b, b]
-        mb = 1024 * 1024
-        args += ["--proc", "/proc", "--dev", "/dev",
-                 "--perms", "1777", "--size", str(64 * mb), "--tmpfs", "/tmp",
-                 "--perms", "0777", "--size", str(c.work_dir_mb * mb), "--tmpfs", "/work",
-                 "--perms", "0755", "--dir", "/opt", "--perms", "0755", "--dir", WORKER_DIR_IN,
-                 "--perms", "0755", "--dir", f"{WORKER_DIR_IN}/__pycache__",
-                 *[a for src, dst in worker_mounts() for a in ("--ro-bind", src, dst)],
-                 *[a for i, p in enumerate(site) for a in ("--ro-bind", p, f"/opt/agentkd/site{i}")],
-                 "--perms", "0755", "--dir", "/run", "--bind", self.socket_dir, SOCKET_DIR,
-                 "--chdir", "/work", "--clearenv"]
+        args += [*mounts.bwrap_args(ops), "--chdir", mounts.WORKDIR, "--clearenv"]
         for k, v in {**SANDBOX_ENV, "AGENTKD_TOKEN": token}.items():
             args += ["--setenv", k, v]
         args += extra
-        cfg = {**worker_cfg, "socket": f"{SOCKET_DIR}/ctl.sock", "workdir": "/work",
-               "paths": [f"/opt/agentkd/site{i}" for i in range(len(site))] + worker_cfg.get("paths", []),
-               "uid": c.uid if root else None, "gid": c.gid if root else None,
-               "allow_root": False}
+        cfg = {**worker_cfg, "socket": f"{mounts.SOCKET_DIR}/ctl.sock", "workdir": mounts.WORKDIR,
+               "paths": paths + worker_cfg.get("paths", []),
+               "uid": c.uid if root else None, "gid": c.gid if root else None, "allow_root": False}
         return [*args, "--", *worker_command(exe, cfg)]
 
     def start(self, worker_cfg: dict, token: str) -> None:

@@ -1,0 +1,125 @@
+"""unshare backend (util-linux `unshare`), for machines without bubblewrap: new mount/pid/net/ipc/uts
+namespaces; the worker itself builds the same read-only root as the bwrap backend (`mounts.plan`),
+pivots into it, applies rlimits, drops to the sandbox uid and loads the same seccomp filter, before it
+runs anything. The per-sandbox cgroup is joined before exec. As a normal user a user namespace is added
+and the code runs as that user.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+
+from agentkd.sandbox.backends import mounts
+from agentkd.sandbox.backends.base import (
+    SANDBOX_ENV,
+    WORKER_PY,
+    Backend,
+    read_pipe_nonblocking,
+    worker_command,
+)
+from agentkd.sandbox.cgroup import Cgroup
+
+
+class UnshareBackend(Backend):
+    name = "unshare"
+
+    def __init__(self, config, socket_dir):
+        super().__init__(config, socket_dir)
+        self.proc: subprocess.Popen | None = None
+        self.cgroup: Cgroup | None = None
+        self.rootdir: str | None = None
+        self._seccomp = False
+
+    @staticmethod
+    def _flags() -> list[str]:
+        flags = ["--fork", "--pid", "--mount", "--net", "--ipc", "--uts", "--propagation", "private", "--kill-child"]
+        return flags if os.geteuid() == 0 else ["--user", "--map-root-user", *flags]
+
+    @classmethod
+    def unavailable(cls, config) -> str | None:
+        exe = shutil.which("unshare")
+        if not exe:
+            return "util-linux unshare is not installed"
+        try:
+            r = subprocess.run([exe, *cls._flags(), "true"], capture_output=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return f"unshare failed to run: {e}"
+        if r.returncode != 0:
+            return f"unshare cannot create namespaces here: {r.stderr.decode(errors='replace').strip()}"
+        return None
+
+    def start(self, worker_cfg: dict, token: str) -> None:
+        from agentkd.sandbox import seccomp
+
+        c = self.config
+        root = os.geteuid() == 0
+        self.cgroup = Cgroup.create(c.memory_mb, c.max_procs)
+        self.rootdir = tempfile.mkdtemp(prefix="agentkd-root-")
+        exe, ops, paths = mounts.plan(c, self.socket_dir)
+        prog = seccomp.build()
+        self._seccomp = prog is not None
+        cfg = {**worker_cfg, "socket": f"{mounts.SOCKET_DIR}/ctl.sock", "workdir": mounts.WORKDIR,
+               "paths": paths + worker_cfg.get("paths", []), "fs": [("root", self.rootdir), *ops],
+               "seccomp": prog.hex() if prog else None,
+               "uid": c.uid if root else None, "gid": c.gid if root else None,
+               "allow_root": not root,  # as a normal user, "root" is that user mapped in a user namespace
+               "rlimits": self.rlimits(self.cgroup.limits if self.cgroup else {})}
+        dirs = [str(d / "cgroup.procs") for d in self.cgroup.dirs] if self.cgroup else []
+
+        def join_cgroup() -> None:  # between fork and exec: raw syscalls only
+            pid = str(os.getpid()).encode()
+            for path in dirs:
+                fd = os.open(path, os.O_WRONLY)
+                os.write(fd, pid)
+                os.close(fd)
+
+        # the worker is imported from its host folder, before it pivots into the new root
+        boot = worker_command(exe, cfg, str(WORKER_PY.parent))
+        self.proc = subprocess.Popen(["unshare", *self._flags(), "--", *boot],
+                                     env={**SANDBOX_ENV, "AGENTKD_TOKEN": token}, cwd="/",
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     start_new_session=True, preexec_fn=join_cgroup if dirs else None)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def diagnostics(self) -> str:
+        return read_pipe_nonblocking(self.proc)
+
+    def oom_killed(self) -> bool:
+        return bool(self.cgroup and self.cgroup.oom_killed())
+
+    def kill(self) -> None:
+        if self.cgroup is not None:
+            self.cgroup.kill()
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                try:
+                    self.proc.kill()  # --kill-child: the namespace's init, and with it everything inside, dies
+                except OSError:
+                    pass
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            if self.proc.stderr:
+                self.proc.stderr.close()
+            self.proc = None
+        if self.cgroup is not None:
+            self.cgroup.remove()
+            self.cgroup = None
+        if self.rootdir:
+            try:
+                os.rmdir(self.rootdir)
+            except OSError:
+                pass
+            self.rootdir = None
+
+    def isolation(self) -> dict[str, bool]:
+        lim = self.cgroup.limits if self.cgroup else {}
+        return {"network": True, "filesystem": True, "pid": True, "memory": True,
+                "memory_cgroup": bool(lim.get("memory")), "procs_cgroup": bool(lim.get("pids")),
+                "uid": True, "seccomp": self._seccomp}
