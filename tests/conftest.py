@@ -61,3 +61,40 @@ def tiny_qwen(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     Qwen2ForCausalLM(cfg).save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def smollm2_server():
+    """`agentkd serve embedded:smollm2-135m` as a real process on 127.0.0.1; yields its /v1 URL."""
+    import re
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    cmd = [sys.executable, "-m", "agentkd", "serve", "embedded:smollm2-135m", "--port", "0", "--device", "cpu"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
+    url, lines, deadline = None, [], time.time() + 300
+    while time.time() < deadline and url is None:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+        lines.append(line)
+        if m := re.search(r"on (http://127\.0\.0\.1:\d+/v1)", line):
+            url = m.group(1)
+    if url is None:
+        proc.kill()
+        pytest.fail("server did not start:\n" + "".join(lines[-30:]))
+    import threading
+
+    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # keep the pipe drained
+    for _ in range(100):
+        try:
+            if httpx.get(url.replace("/v1", "/health"), timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)

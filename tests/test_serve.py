@@ -2,42 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
-import time
-
-import httpx
 import pytest
 
 MODEL = "embedded:smollm2-135m"
 
 
 @pytest.fixture(scope="module")
-def server():
-    proc = subprocess.Popen([sys.executable, "-m", "agentkd", "serve", MODEL, "--port", "0", "--device", "cpu"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
-    url, lines, deadline = None, [], time.time() + 300
-    while time.time() < deadline and url is None:
-        line = proc.stdout.readline()
-        if not line and proc.poll() is not None:
-            break
-        lines.append(line)
-        if m := re.search(r"on (http://127\.0\.0\.1:\d+/v1)", line):
-            url = m.group(1)
-    if url is None:
-        proc.kill()
-        pytest.fail("server did not start:\n" + "".join(lines[-30:]))
-    for _ in range(100):
-        try:
-            if httpx.get(url.replace("/v1", "/health"), timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+def server(smollm2_server):
+    return smollm2_server
 
 
 def test_binds_loopback_and_lists_model(server):

@@ -123,7 +123,7 @@ class BudgetedModel(WrappedModel):
 
     async def _generate(self, messages, **kw):
         if self.exhausted():
-            raise BudgetExceeded(f"budget of ${self.budget_usd:.4f} spent (${self.spent_usd:.4f})")
+            raise BudgetExceeded(f"budget of ${self.budget_usd:.6g} spent (${self.spent_usd:.6g})")
         comps = await self.inner._generate(messages, **kw)
         if self.price_in is not None or self.price_out is not None:
             usage = comps[0].usage if comps else None

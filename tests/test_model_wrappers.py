@@ -1,0 +1,120 @@
+"""Wrappers around a provider: retry (with Retry-After), request cache, budget, rate limit; error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from agentkd.models import ModelError, ScriptedModel
+from agentkd.models.api import to_model_error
+from agentkd.models.wrappers import (
+    BudgetedModel,
+    BudgetExceeded,
+    CachedModel,
+    ClientConfig,
+    RateLimitedModel,
+    RequestCache,
+    RetryingModel,
+    find,
+    wrap_model,
+)
+
+MSG = [{"role": "user", "content": "hi"}]
+
+
+def flaky(failures: list[ModelError]):
+    def script(messages, prefill):
+        if failures:
+            raise failures.pop(0)
+        return "ok"
+
+    return ScriptedModel(script)
+
+
+async def test_retry_counts_and_honours_retry_after():
+    inner = flaky([ModelError("429", retryable=True, retry_after=0.3, status=429),
+                   ModelError("500", retryable=True, status=500)])
+    m = RetryingModel(inner, retries=3, backoff_s=0.01)
+    t0 = time.perf_counter()
+    [c] = await m.generate(MSG)
+    assert c.text == "ok" and time.perf_counter() - t0 >= 0.3
+    assert m.stats["retries"] == 2 and m.stats["retry:429"] == 1 and m.stats["retry:500"] == 1
+
+
+async def test_non_retryable_and_exhausted():
+    m = RetryingModel(flaky([ModelError("bad request", retryable=False, status=400)]), retries=3, backoff_s=0.01)
+    with pytest.raises(ModelError, match="bad request"):
+        await m.generate(MSG)
+    assert m.stats["retries"] == 0
+    m = RetryingModel(flaky([ModelError("x", retryable=True)] * 5), retries=2, backoff_s=0.01)
+    with pytest.raises(ModelError):
+        await m.generate(MSG)
+    assert m.stats["retries"] == 2
+
+
+async def test_cache_replays_identical_requests_only(tmp_path):
+    inner = ScriptedModel(lambda m, p: f"reply {len(inner.calls)}")
+    m = CachedModel(inner, RequestCache(tmp_path / "c.sqlite"))
+    a = await m.generate(MSG, seed=1, temperature=0.7)
+    b = await m.generate(MSG, seed=1, temperature=0.7)
+    c = await m.generate(MSG, seed=2, temperature=0.7)
+    assert a[0].text == b[0].text == "reply 1" and b[0].cached and not a[0].cached
+    assert c[0].text == "reply 2" and len(inner.calls) == 2
+    # persistent across processes/runs
+    m2 = CachedModel(ScriptedModel([]), RequestCache(tmp_path / "c.sqlite"))
+    assert (await m2.generate(MSG, seed=1, temperature=0.7))[0].text == "reply 1"
+
+
+async def test_budget_stops_new_calls_with_recipe_prices(tmp_path):
+    inner = ScriptedModel(lambda m, p: "one two three four")
+    m = BudgetedModel(inner, budget_usd=2e-5, price_in_per_mtok=1.0, price_out_per_mtok=2.0)
+    [c] = await m.generate(MSG)
+    assert c.cost_usd == pytest.approx((1 * 1.0 + 4 * 2.0) / 1e6)  # 9e-6 per call
+    await m.generate(MSG)
+    await m.generate(MSG)  # 1.8e-5 spent < 2e-5: allowed, and now past the budget
+    with pytest.raises(BudgetExceeded, match="budget of \\$2e-05 spent"):
+        await m.generate(MSG)
+    assert len(inner.calls) == 3 and m.spent_usd == pytest.approx(2.7e-5)
+    # a resumed run starts from what was spent before
+    assert BudgetedModel(inner, budget_usd=2e-5, spent_usd=2.7e-5).exhausted()
+
+
+async def test_rate_limit_bounds_concurrency():
+    active, peak = 0, 0
+
+    class Slow(ScriptedModel):
+        async def _generate(self, messages, **kw):
+            nonlocal active, peak
+            active += 1
+            peak = max(peak, active)
+            await asyncio.sleep(0.02)
+            active -= 1
+            return await super()._generate(messages, **kw)
+
+    m = RateLimitedModel(Slow(lambda ms, p: "x"), max_concurrency=3)
+    await asyncio.gather(*(m.generate(MSG) for _ in range(12)))
+    assert peak == 3
+
+
+async def test_wrap_model_order(tmp_path):
+    m = wrap_model(ScriptedModel(["a"]), ClientConfig(budget_usd=1.0), RequestCache(tmp_path / "c.sqlite"))
+    chain = []
+    while m is not None:
+        chain.append(type(m).__name__)
+        m = getattr(m, "inner", None)
+    assert chain == ["CachedModel", "BudgetedModel", "RetryingModel", "RateLimitedModel", "ScriptedModel"]
+    assert find(wrap_model(ScriptedModel([]), ClientConfig(), None), CachedModel) is None
+
+
+def test_error_classification():
+    class RateLimitError(Exception):
+        status_code = 429
+
+    class BadRequestError(Exception):
+        status_code = 400
+
+    assert to_model_error(RateLimitError("slow down")).retryable
+    assert not to_model_error(BadRequestError("nope")).retryable
+    assert to_model_error(type("Timeout", (Exception,), {})("t")).retryable
