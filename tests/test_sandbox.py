@@ -330,8 +330,9 @@ def test_attack_children_exceed_memory_together(backend):
             "    killed += os.WIFSIGNALED(st)\nprint('killed', killed)")
     with make(backend, memory_mb=320, timeout_s=20) as sb:
         r = sb.run(code)
-        assert r.restarted or ("killed" in r.stdout and int(r.stdout.split("killed")[1]) >= 1), r
-        assert r.stdout.count("allocated") <= 2  # 4 x 150 MB never coexisted under a 320 MB cap
+        # 4 x 150 MB cannot coexist under a 320 MB cap: at least two children were OOM-killed (possibly after
+        # they allocated), or the kernel process itself was, and the sandbox restarted.
+        assert r.restarted or int(r.stdout.split("killed")[1]) >= 2, r
         assert sb.run("3 + 3").value == "6"
 
 
