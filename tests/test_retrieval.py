@@ -252,3 +252,34 @@ def test_cli_build_query_info(corpus_file, tmp_path):
     assert r.output.startswith("[1] Gaborone (score ") and "[2] " in r.output and "[3] " not in r.output
     r = runner.invoke(app, ["index", "info", str(out)])
     assert r.exit_code == 0 and json.loads(r.output)["count"] == 200
+
+
+def test_existing_faiss_index_plugs_in(hybrid, hybrid_dir, corpus_file, tmp_path):
+    import faiss
+
+    emb = np.load(hybrid_dir / "dense" / "embeddings.npy")
+    external = faiss.IndexHNSWFlat(emb.shape[1], 16, faiss.METRIC_INNER_PRODUCT)
+    external.add(emb)
+    faiss.write_index(external, str(tmp_path / "wiki.index"))
+    out = tmp_path / "plugged"
+    meta = build_index(IndexConfig(corpus=str(corpus_file), kind="dense", faiss_file=str(tmp_path / "wiki.index")), out)
+    d = meta["dense"]
+    assert d["faiss"] == {"type": "external", "class": "IndexHNSWFlat"} and d["embeddings"] is None
+    assert d["faiss_path"] == str((tmp_path / "wiki.index").resolve()) and not (out / "dense").exists()
+    idx = load_index(out, encoder=hybrid.dense.encoder)
+    for q in QUESTIONS["questions"][:10]:
+        assert idx.search(q["q"], 1)[0].id == hybrid.search(q["q"], 1, "dense")[0].id
+    with pytest.raises(ConfigError, match=r"holds 305 vectors.*corpus has 40 passages"):
+        build_index(IndexConfig(corpus=str(corpus_file), kind="dense", limit=40,
+                                faiss_file=str(tmp_path / "wiki.index")), tmp_path / "bad")
+
+
+def test_concurrent_searches_from_threads_agree_with_serial(hybrid):
+    from concurrent.futures import ThreadPoolExecutor
+
+    qs = [q["q"] for q in QUESTIONS["questions"]]
+    serial = {(q, m): [h.id for h in hybrid.search(q, 3, m)] for q in qs[:12] for m in ("dense", "hybrid", "bm25")}
+    with ThreadPoolExecutor(8) as pool:
+        got = dict(zip(serial, pool.map(lambda qm: [h.id for h in hybrid.search(qm[0], 3, qm[1])], serial),
+                       strict=True))
+    assert got == serial

@@ -21,6 +21,7 @@ def build(
     query_prefix: Optional[str] = typer.Option(None, help="Encoder query prefix, e.g. 'query: '."),
     passage_prefix: Optional[str] = typer.Option(None, help="Encoder passage prefix, e.g. 'passage: '."),
     chunk_size: Optional[int] = typer.Option(None, help="Passages per saved embedding chunk."),
+    faiss_file: Optional[Path] = typer.Option(None, help="Plug in an existing faiss index of this corpus (no encoding)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Recipe YAML with an `index` section."),
     overrides: Optional[list[str]] = typer.Option(None, "--set", help="Override a config key: a.b=value."),
 ) -> None:
@@ -33,7 +34,8 @@ def build(
 
     sets = [f"corpus={json.dumps(corpus)}", f"kind={json.dumps(kind)}"]
     for key, value in (("limit", limit), ("encoder.model", encoder), ("faiss", faiss), ("chunk_size", chunk_size),
-                       ("encoder.query_prefix", query_prefix), ("encoder.passage_prefix", passage_prefix)):
+                       ("encoder.query_prefix", query_prefix), ("encoder.passage_prefix", passage_prefix),
+                       ("faiss_file", str(faiss_file) if faiss_file else None)):
         if value is not None:
             sets.append(f"{key}={json.dumps(value)}")
     cfg = load_config(IndexConfig, config, section="index" if config else None, overrides=sets + list(overrides or []))

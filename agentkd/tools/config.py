@@ -55,6 +55,11 @@ class IndexConfig(StrictConfig):
     hnsw_ef_search: int = Field(default=128, ge=8, description="HNSW query-time beam width.")
     ivf_nlist: int | None = Field(default=None, ge=1, description="IVF cells (None: about 4*sqrt(N)).")
     ivf_nprobe: int = Field(default=16, ge=1, description="IVF cells probed per query.")
+    faiss_file: str | None = Field(
+        default=None,
+        description="Use this existing faiss index (e.g. e5 over wiki-18) instead of encoding the corpus; its rows "
+        "must be the corpus passages in order and `encoder` must be the model that made it.",
+    )
     chunk_size: int = Field(
         default=2048, ge=1, description="Passages per embedding chunk; each chunk is saved, so a killed build resumes."
     )

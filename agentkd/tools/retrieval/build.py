@@ -13,6 +13,9 @@ Dense builds write each chunk's embeddings atomically (tmp + rename) under a man
 the corpus sha256 and the chunk size, so a killed build resumes at the first missing chunk and ends with the
 same index. Rebuilding a folder whose embeddings match reuses them (only faiss is rebuilt).
 
+An existing faiss index (say e5 over wiki-18) is plugged in with `IndexConfig.faiss_file` (CLI `--faiss-file`):
+its rows must be the corpus passages in order; nothing is encoded and meta.json points at the file.
+
 Test hook: with `AGENTKD_INDEX_PAUSE_AFTER_CHUNKS=N` in the environment the build stops (sleeps for an hour)
 right after writing its N-th new chunk, so a test can SIGKILL it at a known point between chunks.
 """
@@ -117,6 +120,40 @@ def encode_chunked(passages: list[Passage], encoder: Any, directory: Path, *, ch
     return np.load(final, mmap_mode="r"), {"chunks": n_chunks, "chunks_reused": reused}
 
 
+def _build_dense(config: IndexConfig, passages: list[Passage], sha: str, out: Path, show_progress: bool) -> dict:
+    from agentkd.tools.retrieval.dense import build_faiss, import_faiss
+    from agentkd.tools.retrieval.encoder import Encoder
+
+    faiss = import_faiss()
+    t0 = time.perf_counter()
+    encoder = Encoder(config.encoder)
+    fp = encoder.fingerprint()
+    common = {"encoder": fp, "encoder_config": config.encoder.model_dump(mode="json"), "dim": encoder.dim}
+    if config.faiss_file:  # plug in an existing index (e.g. e5 over wiki-18): no encoding
+        path = Path(config.faiss_file).resolve()
+        if not path.is_file():
+            raise ConfigError(f"faiss index {path} not found", path="index.faiss_file")
+        index = faiss.read_index(str(path))
+        if index.ntotal != len(passages) or index.d != encoder.dim:
+            raise ConfigError(f"faiss index {path} holds {index.ntotal} vectors of dimension {index.d}; the corpus "
+                              f"has {len(passages)} passages and the encoder dimension {encoder.dim}",
+                              path="index.faiss_file")
+        return common | {"faiss": {"type": "external", "class": type(index).__name__}, "faiss_path": str(path),
+                         "embeddings": None, "encode_s": 0.0, "faiss_s": 0.0, "chunks": 0, "chunks_reused": 0}
+    key = stable_hash({"encoder": fp, "corpus": sha, "chunk_size": config.chunk_size,
+                       "batch_size": config.encoder.batch_size}, length=32)
+    emb, stats = encode_chunked(passages, encoder, out / "dense", chunk_size=config.chunk_size, key=key,
+                                show_progress=show_progress)
+    t1 = time.perf_counter()
+    index, params = build_faiss(np.asarray(emb), config.faiss, hnsw_m=config.hnsw_m,
+                                ef_construction=config.hnsw_ef_construction, ef_search=config.hnsw_ef_search,
+                                ivf_nlist=config.ivf_nlist, ivf_nprobe=config.ivf_nprobe)
+    faiss.write_index(index, str(out / "dense" / "index.faiss.tmp"))
+    os.replace(out / "dense" / "index.faiss.tmp", out / "dense" / "index.faiss")
+    return common | {"faiss": params, "faiss_path": "dense/index.faiss", "embeddings": "dense/embeddings.npy",
+                     "encode_s": round(t1 - t0, 3), "faiss_s": round(time.perf_counter() - t1, 3), **stats}
+
+
 def build_index(config: IndexConfig, out: str | os.PathLike, *, passages: list[Passage] | None = None,
                 show_progress: bool = False) -> dict[str, Any]:
     """Build `config.kind` over `config.corpus` (or the given `passages`) into folder `out`; returns the metadata."""
@@ -150,27 +187,9 @@ def build_index(config: IndexConfig, out: str | os.PathLike, *, passages: list[P
         meta["bm25"] = {"k1": config.bm25_k1, "b": config.bm25_b, "stopwords": config.bm25_stopwords,
                         "stemmer": config.bm25_stemmer, "build_s": round(time.perf_counter() - t0, 3)}
     if config.kind in ("dense", "hybrid"):
-        import faiss
-
-        from agentkd.tools.retrieval.dense import build_faiss
-        from agentkd.tools.retrieval.encoder import Encoder
-
-        t0 = time.perf_counter()
-        encoder = Encoder(config.encoder)
-        fp = encoder.fingerprint()
-        key = stable_hash({"encoder": fp, "corpus": sha, "chunk_size": config.chunk_size,
-                           "batch_size": config.encoder.batch_size}, length=32)
-        emb, stats = encode_chunked(passages, encoder, out / "dense", chunk_size=config.chunk_size, key=key,
-                                    show_progress=show_progress)
-        t1 = time.perf_counter()
-        index, params = build_faiss(np.asarray(emb), config.faiss, hnsw_m=config.hnsw_m,
-                                    ef_construction=config.hnsw_ef_construction, ef_search=config.hnsw_ef_search,
-                                    ivf_nlist=config.ivf_nlist, ivf_nprobe=config.ivf_nprobe)
-        faiss.write_index(index, str(out / "dense" / "index.faiss.tmp"))
-        os.replace(out / "dense" / "index.faiss.tmp", out / "dense" / "index.faiss")
-        meta["dense"] = {"encoder": fp, "encoder_config": config.encoder.model_dump(mode="json"), "dim": encoder.dim,
-                         "faiss": params, "faiss_path": "dense/index.faiss", "embeddings": "dense/embeddings.npy",
-                         "encode_s": round(t1 - t0, 3), "faiss_s": round(time.perf_counter() - t1, 3), **stats}
+        meta["dense"] = _build_dense(config, passages, sha, out, show_progress)
+    elif config.faiss_file:
+        raise ConfigError("faiss_file needs kind dense or hybrid", path="index.faiss_file")
     _write_json(out / "meta.json", meta)
     return meta
 

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 import numpy as np
 
 
+def import_faiss() -> Any:
+    """`import faiss`, without its loader's INFO lines about which CPU build it picked."""
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    import faiss
+
+    return faiss
+
+
 def build_faiss(emb: np.ndarray, kind: str = "flat", *, hnsw_m: int = 32, ef_construction: int = 200,
                 ef_search: int = 128, ivf_nlist: int | None = None, ivf_nprobe: int = 16) -> tuple[Any, dict]:
     """A faiss index over `emb` (n, d) float32, and the parameters used (for the index metadata)."""
-    import faiss
+    faiss = import_faiss()
 
     n, d = emb.shape
     emb = np.ascontiguousarray(emb, dtype=np.float32)
@@ -43,9 +52,7 @@ class DenseIndex:
 
     @classmethod
     def load(cls, faiss_path: str | os.PathLike, encoder: Any, params: dict[str, Any] | None = None) -> DenseIndex:
-        import faiss
-
-        index = faiss.read_index(str(faiss_path))
+        index = import_faiss().read_index(str(faiss_path))
         params = params or {}
         if "ef_search" in params and hasattr(index, "hnsw"):
             index.hnsw.efSearch = params["ef_search"]

@@ -5,6 +5,7 @@ sentence-transformers folder's own module stack. `embedded:minilm` is all-MiniLM
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ class Encoder:
     def __init__(self, config: EncoderConfig | None = None):
         import torch
 
+        self._lock = threading.Lock()  # HF fast tokenizers are not safe to share between threads
         self.config = config = config or EncoderConfig()
         self.path = resolve_model(config.model)
         if config.num_threads:
@@ -54,7 +56,9 @@ class Encoder:
             self.dim = int(self.st.get_sentence_embedding_dimension())
         else:
             from transformers import AutoModel, AutoTokenizer
+            from transformers.utils import logging as hf_logging
 
+            hf_logging.disable_progress_bar()
             self.tokenizer = AutoTokenizer.from_pretrained(self.path)
             self.model = AutoModel.from_pretrained(self.path).to(config.device).eval()
             self.dim = int(self.model.config.hidden_size)
@@ -69,6 +73,10 @@ class Encoder:
                 "weights_bytes": sum(w.stat().st_size for w in weights)}
 
     def _encode(self, texts: list[str]) -> np.ndarray:
+        with self._lock:
+            return self._encode_unlocked(texts)
+
+    def _encode_unlocked(self, texts: list[str]) -> np.ndarray:
         import torch
 
         if self.backend == "sentence-transformers":
