@@ -70,7 +70,8 @@ def accept_hello(listener: socket.socket, token: str, deadline: float) -> Channe
             raise TimeoutError("the worker did not connect in time") from None
         ch = Channel(conn)
         try:
-            hello = ch.recv(min(deadline, time.monotonic() + 5.0))
+            # once connected, give the hello its own time: under load it can arrive after the accept slice
+            hello = ch.recv(time.monotonic() + 5.0)
         except (TimeoutError, ChannelClosed):
             ch.close()
             continue
