@@ -134,6 +134,7 @@ class Kernel:
         self.ns: dict = {"__name__": "__main__", "__builtins__": builtins}
         self.cell = 0
         self.in_user = False
+        self._capture = None
         self.tool_names = list(cfg.get("tools", []))
         self.allowed = cfg.get("allowed_imports")
         self._stdlib = set(getattr(sys, "stdlib_module_names", ())) | set(sys.builtin_module_names)
@@ -227,6 +228,7 @@ class Kernel:
             op = msg.get("op")
             if op == "run":
                 self.send(self.run(msg.get("code", ""), float(msg.get("soft", 10.0))))
+                self._capture = self._prepare_capture()
             elif op == "fork":
                 pids, err, child = [], None, False
                 for kid in msg["kids"]:
@@ -237,6 +239,7 @@ class Kernel:
                         break
                     if pid == 0:
                         child = True
+                        self._drop_capture()  # shared with the parent: make our own on the first run
                         self.sock.close()
                         self._connect(kid)
                         break
@@ -270,14 +273,10 @@ class Kernel:
         self.cell += 1
         fname = f"<cell {self.cell}>"
         linecache.cache[fname] = (len(code), None, code.splitlines(True), fname)
-        out_fd, err_fd = os.memfd_create("stdout"), os.memfd_create("stderr")
+        (out_fd, err_fd), raws, (sys.stdout, sys.stderr) = self._capture or self._prepare_capture()
+        self._capture = None
         os.dup2(out_fd, 1)
         os.dup2(err_fd, 2)
-        raws = [_CappedRaw(1, self.cap + 1), _CappedRaw(2, self.cap + 1)]
-        sys.stdout = io.TextIOWrapper(io.BufferedWriter(raws[0]), encoding="utf-8", errors="backslashreplace",
-                                      line_buffering=True)
-        sys.stderr = io.TextIOWrapper(io.BufferedWriter(raws[1]), encoding="utf-8", errors="backslashreplace",
-                                      line_buffering=True)
         res = {"op": "result", "error": None, "value": None, "timed_out": False, "is_final": False,
                "final_answer": None}
         self.soft = soft
@@ -326,6 +325,21 @@ class Kernel:
         os.close(out_fd)
         os.close(err_fd)
         return res
+
+    def _prepare_capture(self):
+        """Fresh memfds and stream objects for one run (fresh, so output a lingering child writes later never
+        lands in another run's result). Built after each run, while the kernel waits for the next message."""
+        fds = (os.memfd_create("stdout"), os.memfd_create("stderr"))
+        raws = (_CappedRaw(1, self.cap + 1), _CappedRaw(2, self.cap + 1))
+        streams = tuple(io.TextIOWrapper(io.BufferedWriter(r), encoding="utf-8", errors="backslashreplace",
+                                         line_buffering=True) for r in raws)
+        return fds, raws, streams
+
+    def _drop_capture(self):
+        if self._capture is not None:
+            for fd in self._capture[0]:
+                os.close(fd)
+            self._capture = None
 
     @staticmethod
     def _format(e: BaseException) -> str:
