@@ -388,7 +388,23 @@ def test_host_stays_healthy_after_attacks(backend):
         assert sb.run("sum(range(10))").value == "45"
 
 
+def test_auto_falls_back_to_bwrap_without_docker():
+    if _unavailable("bwrap"):
+        pytest.skip(f"bwrap backend unavailable: {_unavailable('bwrap')}")
+    assert Sandbox(SandboxConfig(docker_host="unix:///nonexistent/docker.sock")).backend == "bwrap"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the refusal concerns agentkd running as root")
+def test_worker_refuses_to_run_code_as_root():
+    from agentkd.sandbox import worker
+
+    with pytest.raises(SystemExit, match="refuses to run user code as root"):
+        worker._drop_privileges({"uid": None})
+
+
 def test_subprocess_backend_runs_as_non_root():
+    if not os.path.exists("/usr/bin/python3"):
+        pytest.skip("needs a system interpreter at /usr/bin/python3 readable by the sandbox uid")
     with Sandbox(SandboxConfig(backend="subprocess", python="/usr/bin/python3", allowed_imports=None)) as sb:
         r = sb.run("import os\nos.getuid()")
         assert r.error is None and r.value != "0"
