@@ -96,11 +96,6 @@ class Cgroup:
                             return True
                 except (OSError, ValueError):
                     pass
-            try:
-                if int((d / "memory.failcnt").read_text()) > 0 and (d / "memory.failcnt").exists():
-                    pass
-            except (OSError, ValueError):
-                pass
         return False
 
     def kill(self, timeout: float = 2.0) -> None:

@@ -23,6 +23,8 @@ from agentkd.sandbox.backends.base import (
 )
 from agentkd.sandbox.cgroup import Cgroup
 
+_probe: dict[str, str | None] = {}  # whether bwrap works here, checked once per process
+
 
 class BwrapBackend(Backend):
     name = "bwrap"
@@ -35,6 +37,12 @@ class BwrapBackend(Backend):
 
     @classmethod
     def unavailable(cls, config) -> str | None:
+        if "bwrap" not in _probe:
+            _probe["bwrap"] = cls._probe()
+        return _probe["bwrap"]
+
+    @staticmethod
+    def _probe() -> str | None:
         exe = shutil.which("bwrap")
         if not exe:
             return "bubblewrap (bwrap) is not installed"

@@ -10,10 +10,17 @@ the daemon must be local (a `unix://` URL). Image: `sandbox/Dockerfile`, or `san
 from __future__ import annotations
 
 import os
+import threading
+import time
 
 from agentkd.sandbox.backends.base import SANDBOX_ENV, Backend, worker_command, worker_mounts
 
 SOCKET_DIR = "/run/agentkd"
+
+
+_lock = threading.Lock()
+_clients: dict[str, object] = {}
+_available: dict[tuple[str, str], float] = {}  # (host, image) -> when it last answered (cached 30 s)
 
 
 def docker_host(config) -> str:
@@ -32,9 +39,15 @@ class DockerBackend(Backend):
 
     @classmethod
     def _client(cls, config):
-        import docker
+        """One SDK client per daemon URL for the whole process (creating one costs ~10 ms)."""
+        host = docker_host(config)
+        with _lock:
+            client = _clients.get(host)
+            if client is None:
+                import docker
 
-        return docker.DockerClient(base_url=docker_host(config), timeout=60)
+                client = _clients[host] = docker.DockerClient(base_url=host, timeout=60)
+            return client
 
     @classmethod
     def unavailable(cls, config) -> str | None:
@@ -51,16 +64,21 @@ class DockerBackend(Backend):
             client = cls._client(config)
         except Exception as e:
             return f"the Docker daemon at {host} does not answer: {e}"
+        key = (host, config.docker_image)
+        cached = _available.get(key)
+        if cached and time.monotonic() - cached < 30:
+            return None
         try:
             client.ping()
             client.images.get(config.docker_image)
         except Exception as e:
+            with _lock:
+                _clients.pop(host, None)
             if type(e).__name__ == "ImageNotFound":
                 return (f"image {config.docker_image} is missing from {host} "
                         "(build it with `agentkd sandbox build-image` or sandbox/build-image.sh)")
             return f"the Docker daemon at {host} does not answer: {e}"
-        finally:
-            client.close()
+        _available[key] = time.monotonic()
         return None
 
     def start(self, worker_cfg: dict, token: str) -> None:
@@ -118,9 +136,7 @@ class DockerBackend(Backend):
             except Exception:
                 pass
             self.container = None
-        if self.client is not None:
-            self.client.close()
-            self.client = None
+        self.client = None  # shared: never closed here
 
     def isolation(self) -> dict[str, bool]:
         if self._seccomp is None:

@@ -22,6 +22,8 @@ from agentkd.sandbox.backends.base import (
 )
 from agentkd.sandbox.cgroup import Cgroup
 
+_probe: dict[str, str | None] = {}  # whether unshare works here, checked once per process
+
 
 class UnshareBackend(Backend):
     name = "unshare"
@@ -40,6 +42,12 @@ class UnshareBackend(Backend):
 
     @classmethod
     def unavailable(cls, config) -> str | None:
+        if "unshare" not in _probe:
+            _probe["unshare"] = cls._probe()
+        return _probe["unshare"]
+
+    @classmethod
+    def _probe(cls) -> str | None:
         exe = shutil.which("unshare")
         if not exe:
             return "util-linux unshare is not installed"
