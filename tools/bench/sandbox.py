@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -42,10 +43,10 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
 
 
-def bench_backend(name: str, codes: list[str], starts: int) -> dict:
+def bench_backend(name: str, codes: list[str], starts: int, **overrides) -> dict:
     from agentkd.sandbox import Sandbox, SandboxConfig
 
-    cfg = SandboxConfig(backend=name)  # type: ignore[arg-type]
+    cfg = SandboxConfig(backend=name, **overrides)  # type: ignore[arg-type]
     start_times = []
     for _ in range(starts):
         sb = Sandbox(cfg)
@@ -61,7 +62,8 @@ def bench_backend(name: str, codes: list[str], starts: int) -> dict:
             r = sb.run(code)
             lat.append(time.perf_counter() - t)
             errors += r.error is not None
-    return {"executor": name, "p50_ms": pct(lat, 0.5) * 1e3, "p95_ms": pct(lat, 0.95) * 1e3,
+    label = name + "".join(f" ({k}={v})" for k, v in overrides.items())
+    return {"executor": label, "p50_ms": pct(lat, 0.5) * 1e3, "p95_ms": pct(lat, 0.95) * 1e3,
             "start_ms": statistics.median(start_times) * 1e3, "errors": errors}
 
 
@@ -111,19 +113,24 @@ def main(argv: list[str] | None = None) -> int:
     default = choose_backend(SandboxConfig())[0].name
     rows = []
     for name in AUTO_ORDER:
+        overrides: dict = {}
         why = backend_class(name).unavailable(SandboxConfig(backend=name))  # type: ignore[arg-type]
+        if why and name == "subprocess" and os.path.exists("/usr/bin/python3"):
+            # the host interpreter may sit in a private folder (e.g. /root/.pyenv): use the system one
+            overrides = {"python": "/usr/bin/python3"}
+            why = backend_class(name).unavailable(SandboxConfig(backend=name, **overrides))
         if why:
             print(f"{name}: unavailable ({why})", file=sys.stderr)
             continue
-        rows.append(bench_backend(name, codes, args.starts))
+        rows.append(bench_backend(name, codes, args.starts, **overrides))
     base = bench_local_python_executor(codes, args.starts)
     if base:
         rows.append(base)
 
     print(f"{args.n} snippets; default backend here: {default}")
-    print(f"{'executor':<32} {'p50 ms':>8} {'p95 ms':>8} {'start ms':>9} {'errors':>7}")
+    print(f"{'executor':<40} {'p50 ms':>8} {'p95 ms':>8} {'start ms':>9} {'errors':>7}")
     for r in rows:
-        print(f"{r['executor']:<32} {r['p50_ms']:>8.3f} {r['p95_ms']:>8.3f} {r['start_ms']:>9.1f} {r['errors']:>7}")
+        print(f"{r['executor']:<40} {r['p50_ms']:>8.3f} {r['p95_ms']:>8.3f} {r['start_ms']:>9.1f} {r['errors']:>7}")
     print("targets:")
     by = {r["executor"]: r for r in rows}
     if base and default in by:
