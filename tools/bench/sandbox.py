@@ -3,8 +3,9 @@ for every available agentkd backend and for smolagents' LocalPythonExecutor (in-
 
     python tools/bench/sandbox.py [--n 500] [--starts 10] [--json out.json]
 
-smolagents is optional: `pip install 'agentkd[bench]'`. The Docker backend is measured when a daemon
-answers ($AGENTKD_DOCKER_HOST / $DOCKER_HOST) and the sandbox image exists.
+Every executor runs snippet i before any runs snippet i+1 (round robin, rotating the order), so a busy
+machine slows them all alike. smolagents is optional: `pip install 'agentkd[bench]'`. The Docker backend
+is measured when a daemon answers ($AGENTKD_DOCKER_HOST / $DOCKER_HOST) and the sandbox image exists.
 Targets (issue 3): default backend p50 <= 1.0x LocalPythonExecutor's; worker start <= 50 ms (bwrap),
 <= 150 ms (Docker).
 """
@@ -17,6 +18,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 
 TARGET_START_MS = {"bwrap": 50.0, "docker": 150.0}
 
@@ -43,10 +45,19 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
 
 
-def bench_backend(name: str, codes: list[str], starts: int, **overrides) -> dict:
+class Executor:
+    """A named `run(code) -> ok` plus how long its worker takes to start."""
+
+    def __init__(self, name: str, run: Callable[[str], bool], start_ms: float, close: Callable[[], None]):
+        self.name, self.run, self.start_ms, self.close = name, run, start_ms, close
+        self.lat: list[float] = []
+        self.errors = 0
+
+
+def sandbox_executor(backend: str, starts: int, **overrides) -> Executor:
     from agentkd.sandbox import Sandbox, SandboxConfig
 
-    cfg = SandboxConfig(backend=name, **overrides)  # type: ignore[arg-type]
+    cfg = SandboxConfig(backend=backend, **overrides)  # type: ignore[arg-type]
     start_times = []
     for _ in range(starts):
         sb = Sandbox(cfg)
@@ -54,20 +65,14 @@ def bench_backend(name: str, codes: list[str], starts: int, **overrides) -> dict
         sb.start()
         start_times.append(time.perf_counter() - t)
         sb.close()
-    with Sandbox(cfg) as sb:
-        sb.run("pass")  # first run warms the worker's lazy imports (ast, linecache)
-        lat, errors = [], 0
-        for code in codes:
-            t = time.perf_counter()
-            r = sb.run(code)
-            lat.append(time.perf_counter() - t)
-            errors += r.error is not None
-    label = name + "".join(f" ({k}={v})" for k, v in overrides.items())
-    return {"executor": label, "p50_ms": pct(lat, 0.5) * 1e3, "p95_ms": pct(lat, 0.95) * 1e3,
-            "start_ms": statistics.median(start_times) * 1e3, "errors": errors}
+    sb = Sandbox(cfg)
+    sb.start()
+    sb.run("pass")  # the first run imports ast/linecache inside the worker
+    label = backend + "".join(f" ({k}={v})" for k, v in overrides.items())
+    return Executor(label, lambda code: sb.run(code).error is None, statistics.median(start_times) * 1e3, sb.close)
 
 
-def bench_local_python_executor(codes: list[str], starts: int) -> dict | None:
+def local_python_executor(starts: int) -> Executor | None:
     try:
         from smolagents.local_python_executor import LocalPythonExecutor
     except ImportError:
@@ -87,16 +92,15 @@ def bench_local_python_executor(codes: list[str], starts: int) -> dict | None:
         start_times.append(time.perf_counter() - t)
     ex = make()
     ex("pass")
-    lat, errors = [], 0
-    for code in codes:
-        t = time.perf_counter()
+
+    def run(code: str) -> bool:
         try:
             ex(code)
+            return True
         except Exception:
-            errors += 1
-        lat.append(time.perf_counter() - t)
-    return {"executor": "smolagents.LocalPythonExecutor", "p50_ms": pct(lat, 0.5) * 1e3,
-            "p95_ms": pct(lat, 0.95) * 1e3, "start_ms": statistics.median(start_times) * 1e3, "errors": errors}
+            return False
+
+    return Executor("smolagents.LocalPythonExecutor", run, statistics.median(start_times) * 1e3, lambda: None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
     codes = snippets(args.n)
     default = choose_backend(SandboxConfig())[0].name
-    rows = []
+    execs: list[Executor] = []
     for name in AUTO_ORDER:
         overrides: dict = {}
         why = backend_class(name).unavailable(SandboxConfig(backend=name))  # type: ignore[arg-type]
@@ -122,19 +126,33 @@ def main(argv: list[str] | None = None) -> int:
         if why:
             print(f"{name}: unavailable ({why})", file=sys.stderr)
             continue
-        rows.append(bench_backend(name, codes, args.starts, **overrides))
-    base = bench_local_python_executor(codes, args.starts)
+        execs.append(sandbox_executor(name, args.starts, **overrides))
+    base = local_python_executor(args.starts)
     if base:
-        rows.append(base)
+        execs.append(base)
+    try:
+        for i, code in enumerate(codes):
+            for k in range(len(execs)):
+                ex = execs[(i + k) % len(execs)]
+                t = time.perf_counter()
+                ok = ex.run(code)
+                ex.lat.append(time.perf_counter() - t)
+                ex.errors += not ok
+    finally:
+        for ex in execs:
+            ex.close()
 
+    rows = [{"executor": ex.name, "p50_ms": pct(ex.lat, 0.5) * 1e3, "p95_ms": pct(ex.lat, 0.95) * 1e3,
+             "start_ms": ex.start_ms, "errors": ex.errors} for ex in execs]
     print(f"{args.n} snippets; default backend here: {default}")
     print(f"{'executor':<40} {'p50 ms':>8} {'p95 ms':>8} {'start ms':>9} {'errors':>7}")
     for r in rows:
         print(f"{r['executor']:<40} {r['p50_ms']:>8.3f} {r['p95_ms']:>8.3f} {r['start_ms']:>9.1f} {r['errors']:>7}")
     print("targets:")
     by = {r["executor"]: r for r in rows}
-    if base and default in by:
-        ratio = by[default]["p50_ms"] / base["p50_ms"]
+    b = by.get("smolagents.LocalPythonExecutor")
+    if b and default in by:
+        ratio = by[default]["p50_ms"] / b["p50_ms"]
         print(f"  default ({default}) p50 = {ratio:.2f}x LocalPythonExecutor's (target <= 1.0x): "
               f"{'met' if ratio <= 1.0 else 'NOT met'}")
     for name, target in TARGET_START_MS.items():
