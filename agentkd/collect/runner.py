@@ -28,7 +28,7 @@ from agentkd.collect.config import CollectConfig
 from agentkd.core.config import ConfigError
 from agentkd.core.jsonl import JsonlStore, iter_jsonl
 from agentkd.core.tasks import load_tasks
-from agentkd.core.types import Task, Trajectory
+from agentkd.core.types import Provenance, Task, Trajectory
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,29 @@ def finished_keys(path: Path) -> set[tuple[str, int]]:
         key = f"{task['source']}/{task['id']}" if task.get("source") else task.get("id")
         keys.add((key, obj.get("provenance", {}).get("sample_index", 0)))
     return keys
+
+
+class _Prestarted:
+    """A sandbox whose worker is started in a thread right away; `run` waits for it (thread-safe start)."""
+
+    def __init__(self, sandbox: Any, executor: ThreadPoolExecutor):
+        self.sandbox = sandbox
+        self._started = executor.submit(sandbox.start)
+
+    @property
+    def backend(self) -> str:
+        return self.sandbox.backend
+
+    def run(self, code: str, timeout_s: float | None = None) -> Any:
+        self._started.result()
+        return self.sandbox.run(code, timeout_s=timeout_s)
+
+    def close(self) -> None:
+        try:
+            self._started.result()
+        except Exception:
+            pass
+        self.sandbox.close()
 
 
 class _Progress:
@@ -91,7 +114,8 @@ async def collect_async(cfg: CollectConfig, out_dir: str | Path, *, progress: bo
             raise ConfigError(f"duplicate task id {t.key!r}: ids must be unique for resume to work", path="collect.tasks")
         seen.add(t.key)
     traj_path = out / "trajectories.jsonl"
-    store = JsonlStore(traj_path)
+    # appends are single write()s, safe against a killed process; fsync once at the end, not per line
+    store = JsonlStore(traj_path, durable=False)
     failed = JsonlStore(out / "failed.jsonl")
     done = finished_keys(traj_path)
     todo: list[tuple[Task, int]] = [(t, s) for t in tasks for s in range(cfg.samples) if (t.key, s) not in done]
@@ -122,15 +146,22 @@ async def collect_async(cfg: CollectConfig, out_dir: str | Path, *, progress: bo
         async with sem:
             if state["budget_stop"]:
                 return
-            sandbox = await loop.run_in_executor(executor, lambda: Sandbox(cfg.sandbox, tools=tools))
+            sandbox = None
             try:
+                # the worker starts in the background while the first teacher call is in flight
+                sandbox = _Prestarted(Sandbox(cfg.sandbox, tools=tools), executor)
                 traj: Trajectory = await run_episode(task, model, sandbox, tools, cfg.agent, sampling=sampling,
                                                      seed=cfg.seed + sample, sample_index=sample, executor=executor)
             except BudgetExceeded:
                 state["budget_stop"] = True
                 return
+            except Exception as e:  # sandbox/tool/infrastructure failure: keep it, retry it next run
+                log.warning("episode %s sample %d failed: %s: %s", task.key, sample, type(e).__name__, e)
+                traj = Trajectory(task=task, provenance=Provenance(sample_index=sample, seed=cfg.seed + sample))
+                traj.finish("error", f"{type(e).__name__}: {e}")
             finally:
-                await loop.run_in_executor(executor, sandbox.close)
+                if sandbox is not None:
+                    await loop.run_in_executor(executor, sandbox.close)
             traj.provenance.api_base = cfg.teacher.api_base
             statuses[traj.status] += 1
             if traj.status == "error":

@@ -1,7 +1,8 @@
 """Crash-safe JSONL files.
 
-* Appends are one `os.write` of a whole line on an `O_APPEND` descriptor (followed by `fsync` when
-  `durable=True`), so a crash leaves at most one torn line: the last one.
+* Appends are one `os.write` of a whole line on an `O_APPEND` descriptor, so a killed process leaves at
+  most one torn line: the last one. `durable=True` also fsyncs every append (survives an OS crash or
+  power loss); otherwise the file is fsynced on close.
 * Reading streams line by line; a torn last line (no newline, or unparsable) is skipped with a warning,
   never an exception. Opening a store for appending first repairs such a tail (the torn bytes are moved
   to `<file>.torn` so nothing is silently lost), so the next append starts on a fresh line.
@@ -128,6 +129,7 @@ class JsonlStore:
 
     def close(self) -> None:
         if self._fd >= 0:
+            os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1
 

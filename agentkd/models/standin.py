@@ -5,8 +5,8 @@ latency, and injected faults (429 with Retry-After, 500, timeouts, malformed JSO
         ...  # point a client at srv.url; srv.requests logs every request it answered or failed
 
 Replies: the FTP first pass (a system prompt asking to think step by step) gets a two-paragraph
-chain of thought; an agent turn with no earlier assistant turn gets a code action that prints; a later
-turn gets `final_answer(<expected>)`, where the expected answer is `answer_for(question)`.
+chain of thought; an agent turn gets a code action that prints; a later
+turn gets `final_answer(<expected>)` (after `actions` code actions), where the expected answer is `answer_for(question)`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import hashlib
 import json
 import random
 import re
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,7 +35,7 @@ def _question(messages: list[dict[str, Any]]) -> str:
     return ""
 
 
-def scripted_reply(messages: list[dict[str, Any]]) -> str:
+def scripted_reply(messages: list[dict[str, Any]], actions: int = 1) -> str:
     q = _question(messages)
     system = next((m.get("content") or "" for m in messages if m["role"] == "system"), "")
     if "step by step" in system.lower() and "Thought:" not in system:
@@ -42,18 +43,20 @@ def scripted_reply(messages: list[dict[str, Any]]) -> str:
     turns = sum(m["role"] == "assistant" for m in messages)
     if messages[-1]["role"] == "assistant":  # prefill: continue the given text
         turns -= 1
-    if turns == 0:
-        return " Let me compute something first.\nCode:\n```py\nx = 21 * 2\nprint(x)\n```"
+    if turns < actions:
+        return f" Step {turns}: compute something first.\nCode:\n```py\nx = 21 * {turns + 2}\nprint(x)\n```"
     return f"Thought: I have what I need.\nCode:\n```py\nfinal_answer({answer_for(q)!r})\n```"
 
 
 class StandinServer:
     def __init__(self, *, latency_s: float = 0.0, faults: dict[str, float] | None = None, seed: int = 0,
-                 retry_after_s: int = 1, timeout_sleep_s: float = 3.0, host: str = "127.0.0.1", port: int = 0):
+                 retry_after_s: int = 1, timeout_sleep_s: float = 3.0, actions: int = 1, host: str = "127.0.0.1",
+                 port: int = 0):
         self.latency_s = latency_s
         self.faults = dict(faults or {})
         self.retry_after_s = retry_after_s
         self.timeout_sleep_s = timeout_sleep_s
+        self.actions = actions
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self.requests: list[dict[str, Any]] = []
@@ -61,6 +64,11 @@ class StandinServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                # headers and body go out as separate writes: without NODELAY, Nagle + delayed ACK add 40 ms
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -102,7 +110,10 @@ class StandinServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-        self._httpd = ThreadingHTTPServer((host, port), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 1024  # many clients connect at once in benchmarks
+
+        self._httpd = Server((host, port), Handler)
         self._httpd.daemon_threads = True
         self.url = f"http://{host}:{self._httpd.server_address[1]}/v1"
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
@@ -119,7 +130,7 @@ class StandinServer:
 
     def _completion(self, body: dict[str, Any]) -> bytes:
         msgs = body.get("messages", [])
-        text = scripted_reply(msgs)
+        text = scripted_reply(msgs, self.actions)
         n = int(body.get("n") or 1)
         prompt = sum(len(str(m.get("content", "")).split()) for m in msgs)
         out = len(text.split())
