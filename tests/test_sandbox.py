@@ -137,6 +137,10 @@ def test_tool_bridge_round_trip_and_host_exception(backend):
         assert r.stdout == "caught 'missing'\n"
         r = sb.run("boom('quota')")
         assert r.error.endswith("QuotaError: quota exhausted for today") and 'File "<cell 4>"' in r.error
+        r = sb.run("from concurrent.futures import ThreadPoolExecutor\n"
+                   "with ThreadPoolExecutor(4) as pool:\n    out = list(pool.map(lambda q: lookup(q)['hits'][0], 'abcdefgh'))\n"
+                   "''.join(out)")
+        assert r.error is None and r.value == "'ABCDEFGH'"
         r = sb.run("lookup(object())")
         assert "TypeError" in r.error and "JSON" in r.error
 

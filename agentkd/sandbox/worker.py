@@ -17,6 +17,7 @@ Kernel -> host: ``hello`` {kid, token, pid}, ``result`` {...}, ``forked`` {pids}
 
 from __future__ import annotations
 
+import _thread
 import builtins
 import io
 import json
@@ -135,6 +136,7 @@ class Kernel:
         self.cell = 0
         self.in_user = False
         self._capture = None
+        self._call_lock = _thread.allocate_lock()
         self.tool_names = list(cfg.get("tools", []))
         self.allowed = cfg.get("allowed_imports")
         self._stdlib = set(getattr(sys, "stdlib_module_names", ())) | set(sys.builtin_module_names)
@@ -205,8 +207,9 @@ class Kernel:
             raise TypeError(f"arguments to tool {name!r} must be JSON-serialisable: {e}") from None
         old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
         try:
-            self.sock.sendall(payload)
-            msg = self.recv()
+            with self._call_lock:  # user threads may call tools concurrently: one exchange at a time
+                self.sock.sendall(payload)
+                msg = self.recv()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
         if msg.get("op") == "return":
