@@ -34,7 +34,7 @@ class DockerBackend(Backend):
     def __init__(self, config, socket_dir):
         super().__init__(config, socket_dir)
         self.client = None
-        self.container = None
+        self.container: str | None = None  # container id
         self._seccomp: bool | None = None
 
     @classmethod
@@ -89,10 +89,10 @@ class DockerBackend(Backend):
                "paths": ["/usr/lib/python3/dist-packages"],  # Debian python3-numpy/-sympy (the worker runs -S)
                "uid": None, "gid": None, "allow_root": False,
                "rlimits": self.rlimits({"memory": True, "pids": True})}
-        self.container = self.client.containers.run(
-            c.docker_image,
-            command=worker_command("python3", cfg),
-            detach=True,
+        api = self.client.api  # the low-level API: create + start, without the high-level extra inspect
+        mounts = {self.socket_dir: {"bind": SOCKET_DIR, "mode": "rw"},
+                  **{src: {"bind": dst, "mode": "ro"} for src, dst in worker_mounts()}}
+        host_config = api.create_host_config(
             network_mode="none",
             mem_limit=f"{c.memory_mb}m",
             memswap_limit=f"{c.memory_mb}m",
@@ -101,38 +101,43 @@ class DockerBackend(Backend):
             tmpfs={"/work": f"size={c.work_dir_mb}m,mode=1777", "/tmp": "size=64m,mode=1777"},
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
+            binds=mounts,
+        )
+        created = api.create_container(
+            c.docker_image,
+            command=worker_command("python3", cfg),
             user=f"{c.uid}:{c.gid}",
-            volumes={self.socket_dir: {"bind": SOCKET_DIR, "mode": "rw"},
-                     **{src: {"bind": dst, "mode": "ro"} for src, dst in worker_mounts()}},
             environment={**SANDBOX_ENV, "AGENTKD_TOKEN": token},
             working_dir="/work",
             labels={"agentkd.sandbox": "1"},
+            volumes=[m["bind"] for m in mounts.values()],
+            host_config=host_config,
         )
+        self.container = created["Id"]
+        api.start(self.container)
 
-    def _reload(self) -> bool:
+    def _state(self) -> dict:
         try:
-            self.container.reload()
-            return True
+            return self.client.api.inspect_container(self.container).get("State", {})
         except Exception:
-            return False
+            return {}
 
     def alive(self) -> bool:
-        return self.container is not None and self._reload() and self.container.status in ("created", "running")
+        return self.container is not None and self._state().get("Status") in ("created", "running")
 
     def diagnostics(self) -> str:
         try:
-            return self.container.logs(tail=40).decode("utf-8", "replace") if self.container else ""
+            return self.client.api.logs(self.container, tail=40).decode("utf-8", "replace") if self.container else ""
         except Exception:
             return ""
 
     def oom_killed(self) -> bool:
-        return bool(self.container is not None and self._reload()
-                    and self.container.attrs.get("State", {}).get("OOMKilled"))
+        return bool(self.container is not None and self._state().get("OOMKilled"))
 
     def kill(self) -> None:
         if self.container is not None:
             try:
-                self.container.remove(force=True)
+                self.client.api.remove_container(self.container, force=True)
             except Exception:
                 pass
             self.container = None
