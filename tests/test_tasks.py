@@ -77,7 +77,8 @@ def test_hf_dataset_offline_fails_clearly():
 
 def test_hf_dataset_loads_with_mapping(tmp_path):
     """The real load_dataset path, on a dataset saved locally (the hub is unreachable here)."""
-    datasets = pytest.importorskip("datasets")
+    import datasets
+
     d = tmp_path / "ds"
     datasets.Dataset.from_list([{"problem": "2+3?", "solution": "5", "uid": "a"}]).to_json(str(d / "test.jsonl"))
     tasks = load_tasks(TaskSource(hf=str(d), split="test", fields={"id": "uid", "question": "problem",

@@ -14,7 +14,14 @@ from pathlib import Path
 from pydantic import Field
 
 from agentkd.core.config import ConfigError, StrictConfig, load_yaml, validate
-from agentkd.core.tasks import FieldMap, TaskSource, load_tasks, records_to_tasks, resolve_path
+from agentkd.core.tasks import (
+    FieldMap,
+    TaskSource,
+    load_tasks,
+    records_from_file,
+    records_to_tasks,
+    resolve_path,
+)
 from agentkd.core.types import Domain, Task
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -46,9 +53,7 @@ class Suite(StrictConfig):
     def load(self, offset: int = 0, limit: int | None = None) -> list[Task]:
         path = self.local_path()
         if path is not None:
-            from agentkd.core.tasks import _records_from_file
-
-            tasks = list(records_to_tasks(_records_from_file(path), self.fields, domain=self.domain,
+            tasks = list(records_to_tasks(records_from_file(path), self.fields, domain=self.domain,
                                           source=self.name, where=str(path)))
             end = None if limit is None else offset + limit
             return tasks[offset:end]

@@ -51,7 +51,7 @@ def _guess_domain(path: str) -> Domain:
     return "math" if any(w in p for w in ("math", "gsm", "aime", "olym")) else "factual"
 
 
-def _records_from_file(path: Path) -> Iterator[dict[str, Any]]:
+def records_from_file(path: Path) -> Iterator[dict[str, Any]]:
     if path.suffix == ".jsonl":
         yield from iter_jsonl(path)
         return
@@ -127,7 +127,7 @@ def load_tasks(src: TaskSource) -> list[Task]:
         path = resolve_path(src.path)
         if path is None:
             raise ConfigError("no file matches", file=src.path, path="tasks.path")
-        records: Iterator[dict[str, Any]] = _records_from_file(path)
+        records: Iterator[dict[str, Any]] = records_from_file(path)
         where = str(path)
         source = src.source or path.stem
         domain = src.domain or _guess_domain(str(path))
