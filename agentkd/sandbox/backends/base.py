@@ -112,7 +112,11 @@ def worker_mounts(worker_dir: str = WORKER_DIR_IN) -> list[tuple[str, str]]:
             except (OSError, py_compile.PyCompileError):
                 continue
         if _pyc_fresh(pyc, WORKER_PY):
-            os.chmod(pyc, 0o644)
+            try:
+                if pyc.stat().st_mode & 0o044 != 0o044:
+                    os.chmod(pyc, 0o644)  # the sandbox uid must be able to read it
+            except OSError:
+                continue
             pairs.append((str(pyc), f"{worker_dir}/__pycache__/{name}"))
             break
     return pairs
