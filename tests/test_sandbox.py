@@ -211,6 +211,25 @@ def test_isolation_report(backend):
         assert sb.start_time_s is not None and sb.start_time_s < 5
 
 
+@pytest.fixture(scope="module", params=["bwrap", "unshare"])
+def local_backend(request) -> str:
+    """Backends that load agentkd's own seccomp filter (Docker applies the daemon's profile)."""
+    reason = _unavailable(request.param)
+    if reason:
+        pytest.skip(f"{request.param} backend unavailable: {reason}")
+    return request.param
+
+
+def test_seccomp_filter_on_local_backends(local_backend):
+    with make(local_backend) as sb:
+        r = sb.run("import socket\nsocket.socket(socket.AF_INET, socket.SOCK_STREAM)")
+        assert r.error and "Address family not supported" in r.error
+        r = sb.run("import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+                   "(libc.unshare(0x10000000), os.strerror(ctypes.get_errno()))")  # CLONE_NEWUSER
+        assert r.value == "(-1, 'Operation not permitted')"
+        assert sb.run("import socket\na, b = socket.socketpair()\na.send(b'ok')\nb.recv(2)").value == "b'ok'"
+
+
 def test_observation_format():
     r = ExecResult(stdout="hello\n", error="Traceback...\nValueError: x", restarted=True)
     assert r.observation() == ("hello\nTraceback...\nValueError: x\n"
