@@ -55,6 +55,18 @@ def _cleanup(impl: Backend | None, listener: socket.socket | None, sockdir: str 
         shutil.rmtree(sockdir, ignore_errors=True)
 
 
+def _locked(method):
+    """Serialise calls on one Sandbox (it is one worker: concurrent runs would interleave on its channel)."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 class Sandbox:
     """A persistent worker per episode. See `agentkd.sandbox` for the API overview."""
 
@@ -68,6 +80,7 @@ class Sandbox:
         self.tools = dict(tools or {})
         self.start_time_s: float | None = None  # seconds from launch to a connected worker (last start)
         self.restarts = 0
+        self._lock = threading.RLock()
         self._tool_lock = threading.Lock()
         self._main_lock = threading.Lock()
         self._impl: Backend | None = None
@@ -104,6 +117,7 @@ class Sandbox:
         assert self._impl is not None
         return self._impl.isolation()
 
+    @_locked
     def start(self) -> None:
         if self._main is not None:
             return
@@ -151,6 +165,7 @@ class Sandbox:
                     raise SandboxError(f"the {self._impl.name} worker did not connect within "
                                        f"{self.config.start_timeout_s:g}s") from None
 
+    @_locked
     def restart(self) -> None:
         """Kill the sandbox (every process in it) and start a fresh worker: all state is lost."""
         self._drop_candidates()
@@ -163,6 +178,7 @@ class Sandbox:
         self._generation += 1
         self.start()
 
+    @_locked
     def close(self) -> None:
         """Kill the sandbox and everything it started; the object may be started again afterwards."""
         self._drop_candidates()
@@ -177,6 +193,7 @@ class Sandbox:
         self._sockdir = None
 
     # -- running code -------------------------------------------------------------------------------
+    @_locked
     def run(self, code: str, timeout_s: float | None = None) -> ExecResult:
         """Run `code` in the persistent namespace. Never raises for problems in the code itself."""
         self.start()
@@ -200,6 +217,7 @@ class Sandbox:
                               "variables were lost")
         return self._result(msg, time.perf_counter() - t0)
 
+    @_locked
     def run_candidates(self, codes: Sequence[str], timeout_s: float | None = None) -> list[ExecResult]:
         """Run each code on its own copy of the current state, in parallel; the main state is unchanged.
 
@@ -259,6 +277,7 @@ class Sandbox:
         self._candidates = chans
         return results
 
+    @_locked
     def commit(self, result: ExecResult) -> None:
         """Adopt the state of a candidate returned by the last `run_candidates`."""
         kid = result._candidate
