@@ -68,8 +68,27 @@ class Backend:
             "RLIMIT_AS": (c.memory_mb + 1024) * mb if cgroup_limits.get("memory") else c.memory_mb * mb,
         }
         if not cgroup_limits.get("pids"):
-            lim["RLIMIT_NPROC"] = c.max_procs
+            # RLIMIT_NPROC counts every process of the uid, not just this sandbox's: allow for those too
+            uid = c.uid if os.geteuid() == 0 else os.getuid()
+            lim["RLIMIT_NPROC"] = c.max_procs + processes_of(uid)
         return lim
+
+
+def processes_of(uid: int) -> int:
+    """How many processes (threads count too for RLIMIT_NPROC) run with real uid `uid` right now."""
+    n = 0
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                st = os.stat(f"/proc/{d}")
+            except OSError:
+                continue
+            if st.st_uid == uid:
+                try:
+                    n += len(os.listdir(f"/proc/{d}/task"))
+                except OSError:
+                    n += 1
+    return n
 
 
 WORKER_DIR_IN = "/opt/agentkd"
