@@ -28,7 +28,7 @@ import sys
 import time
 
 HDR = struct.Struct(">I")
-MAX_MSG = 256 * 1024 * 1024
+MAX_MSG = 64 * 1024 * 1024  # also bounds what a hostile sandbox can make the host allocate
 
 
 class ChannelClosed(Exception):
