@@ -42,7 +42,7 @@ def encode(obj, strict: bool = False) -> bytes:
 
 def recv_exact(sock, n: int, buf: bytearray) -> bytes:
     while len(buf) < n:
-        chunk = sock.recv(max(65536, n - len(buf)))
+        chunk = sock.recv(min(max(65536, n - len(buf)), 1 << 20))
         if not chunk:
             raise ChannelClosed("connection closed")
         buf += chunk
