@@ -16,6 +16,9 @@
     state lost) are reported in the result. `run_candidates(codes) -> list[ExecResult]` forks the worker
     once per code (copy-on-write) and runs them concurrently; `commit(result)` makes that candidate's
     process the main worker. `restart()`, `close()` (kills every process the sandbox started).
+    Candidates that are not committed are dropped by the next call. Calls on one Sandbox are serialised;
+    use one Sandbox per episode. The soft limit (`timeout_s`) counts host-tool time; the hard limit
+    (`timeout_s + hard_timeout_grace_s`) does not. `start_time_s`: launch-to-ready time of the last worker.
 `ExecResult`
     stdout, stderr (fd-level capture, child processes included, truncated to `max_output_bytes` with a
     marker), error (exception type, message and the user-code traceback lines), value (repr of the last
@@ -31,11 +34,15 @@ Backends (`config.backend`; `auto` tries them in this order)
                 all capabilities dropped, no-new-privileges, uid 65534. Needs a local daemon
                 ($AGENTKD_DOCKER_HOST / $DOCKER_HOST) and the image (`agentkd sandbox build-image`).
     bwrap       bubblewrap namespaces (mount, pid, net, ipc, uts), read-only system folders only, tmpfs
-                /work, seccomp filter (x86_64), cgroup memory/pids limits, non-root uid. The default.
+                /work, seccomp filter (x86_64), cgroup memory/pids limits, non-root uid. The default
+                without Docker.
     unshare     util-linux unshare namespaces; the worker builds the same read-only root itself (mount +
                 pivot_root), then the same rlimits, uid drop and seccomp filter (loaded with prctl).
     subprocess  uid drop + rlimits only; warns loudly; refuses to run code as root unless `allow_unsafe`.
 Every backend runs the same stdlib-only worker (`agentkd/sandbox/worker.py`) with the same protocol.
+All apply per-process rlimits (address space, CPU seconds, file size, open files, no core dumps; process
+count when no pids cgroup exists) and a scrubbed environment (no API keys or tokens). `agentkd sandbox
+check` shows what is active here; `python tools/bench/sandbox.py` times every backend.
 """
 
 from agentkd.sandbox.config import SandboxConfig
