@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from agentkd.core.config import ConfigError
-from agentkd.tools import ToolError, ToolsConfig, build_tools
+from agentkd.tools import ToolError, ToolsConfig, build_tools, cache_stats
 from agentkd.tools.config import IndexConfig, SearchToolConfig
 from agentkd.tools.retrieval.build import PAUSE_ENV, build_index, load_index, read_meta
 from agentkd.tools.retrieval.corpus import corpus_sha256, load_corpus
@@ -222,8 +222,12 @@ def test_build_tools_with_cache_counts_hits(hybrid_dir, tmp_path):
     a = tools["wiki"]("Bering Strait between Russia and Alaska")
     b = tools["wiki"](query="Bering Strait between Russia and Alaska")
     assert a == b and "[1] Bering Strait" in a
-    stats = tools["wiki"].cache.stats()
+    stats = cache_stats(tools)
     assert (stats["hits"], stats["misses"]) == (1, 1)
+    again = build_tools(ToolsConfig(search={"index": str(hybrid_dir), "mode": "bm25", "name": "wiki"},
+                                    cache=str(tmp_path / "cache.sqlite")))  # e.g. another episode's tool set
+    assert again["wiki"]("Bering Strait between Russia and Alaska") == a
+    assert cache_stats(again)["hits"] == 2 and cache_stats(tools)["hits"] == 2  # one counter per cache file
 
 
 def test_search_tool_builds_a_bm25_index_from_a_corpus_spec(corpus_file, tmp_path):

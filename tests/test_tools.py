@@ -18,6 +18,7 @@ from agentkd.tools import (
     ToolCache,
     ToolsConfig,
     build_tools,
+    cache_stats,
     render_tools,
 )
 
@@ -154,6 +155,17 @@ def test_cache_hits_misses_and_config_hash(tmp_path):
     with pytest.raises(TypeError):  # validation happens before the cache
         t("x")
     assert cache.stats()["misses"] == 3
+
+
+def test_registry_shares_one_cache_per_file_and_reports_stats(tmp_path):
+    cfg = ToolsConfig(search=None, extra=["tests.test_tools:Adder"], cache=str(tmp_path / "c.sqlite"))
+    a, b = build_tools(cfg), build_tools(cfg)
+    assert isinstance(a["add"], CachedTool) and not isinstance(a["final_answer"], CachedTool)
+    assert a["add"].cache is b["add"].cache is ToolCache.shared(tmp_path / "c.sqlite")
+    assert a["add"](1, 1) == b["add"](1, 1) == 2
+    assert cache_stats(a) == cache_stats(b.values()) == {
+        "hits": 1, "misses": 1, "hit_rate": 0.5, "per_tool": {"add": {"hits": 1, "misses": 1}}}
+    assert cache_stats(build_tools(ToolsConfig(search=None))) is None
 
 
 def test_cache_persists_and_never_caches_errors(tmp_path):

@@ -12,14 +12,28 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from agentkd.core.hashing import stable_hash
 from agentkd.tools.base import Tool
 
+_SHARED: dict[str, ToolCache] = {}
+_SHARED_LOCK = threading.Lock()
+
 
 class ToolCache:
+    @classmethod
+    def shared(cls, path: str | os.PathLike) -> ToolCache:
+        """One instance per file in this process, so every tool set built from the same config counts hits and
+        misses together (the numbers a run summary reports)."""
+        key = str(Path(path).resolve())
+        with _SHARED_LOCK:
+            if key not in _SHARED:
+                _SHARED[key] = cls(key)
+            return _SHARED[key]
+
     def __init__(self, path: str | os.PathLike, *, timeout_s: float = 30.0):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,6 +101,14 @@ class ToolCache:
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
             self._conn = None
+
+
+def cache_stats(tools: Mapping[str, Tool] | Iterable[Tool]) -> dict[str, Any] | None:
+    """Hit/miss counters of the cache behind a tool set (None when its tools are not cached)."""
+    for tool in tools.values() if isinstance(tools, Mapping) else tools:
+        if isinstance(tool, CachedTool):
+            return tool.cache.stats()
+    return None
 
 
 def _jsonable(value: Any) -> bool:

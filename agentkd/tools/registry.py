@@ -42,7 +42,7 @@ def build_tools(config: ToolsConfig | None = None) -> dict[str, Tool]:
     if config.cache:
         from agentkd.tools.cache import CachedTool, ToolCache
 
-        cache = ToolCache(config.cache)
+        cache = ToolCache.shared(config.cache)
         out = {name: CachedTool(tool, cache) for name, tool in out.items()}
     out["final_answer"] = FinalAnswerTool()  # a control-flow builtin in the sandbox: never cached
     return out

@@ -32,13 +32,13 @@ class BM25Index:
 
     @classmethod
     def build(cls, texts: list[str], *, k1: float = 1.5, b: float = 0.75, stopwords: str | None = "en",
-              stemmer: bool = True, show_progress: bool = False) -> BM25Index:
+              stemmer: bool = True) -> BM25Index:
         import bm25s
 
         tokens = bm25s.tokenize(texts, stopwords=stopwords or [], stemmer=_stemmer(stemmer),
-                                show_progress=show_progress)
+                                show_progress=False)
         retriever = bm25s.BM25(k1=k1, b=b)
-        retriever.index(tokens, show_progress=show_progress)
+        retriever.index(tokens, show_progress=False)
         return cls(retriever, stopwords=stopwords, stemmer=stemmer)
 
     def save(self, directory: str | os.PathLike) -> None:

@@ -180,7 +180,7 @@ def build_index(config: IndexConfig, out: str | os.PathLike, *, passages: list[P
         t0 = time.perf_counter()
         texts = [passage_text(p) for p in passages]
         bm25 = BM25Index.build(texts, k1=config.bm25_k1, b=config.bm25_b, stopwords=config.bm25_stopwords,
-                               stemmer=config.bm25_stemmer, show_progress=show_progress)
+                               stemmer=config.bm25_stemmer)
         if (out / "bm25").exists():
             shutil.rmtree(out / "bm25")
         bm25.save(out / "bm25")

@@ -67,7 +67,7 @@ class Encoder:
         """What determines the vectors: the model, its backend and every option that changes the output."""
         c = self.config
         weights = sorted(Path(self.path).glob("*.safetensors")) if Path(self.path).is_dir() else []
-        return {"model": c.model, "path": self.path, "backend": self.backend, "pooling": c.pooling,
+        return {"model": c.model, "backend": self.backend, "pooling": c.pooling,
                 "normalize": c.normalize, "query_prefix": c.query_prefix, "passage_prefix": c.passage_prefix,
                 "max_length": c.max_length, "dim": self.dim,
                 "weights_bytes": sum(w.stat().st_size for w in weights)}
@@ -96,7 +96,19 @@ class Encoder:
         return emb.float().cpu().numpy()
 
     def encode_queries(self, queries: list[str]) -> np.ndarray:
-        return self._encode([self.config.query_prefix + q for q in queries])
+        import torch
+
+        texts = [self.config.query_prefix + q for q in queries]
+        want = self.config.query_threads
+        with self._lock:
+            old = torch.get_num_threads()
+            if not want or want == old:
+                return self._encode_unlocked(texts)
+            torch.set_num_threads(want)  # global, so restored at once; setting it costs well under a microsecond
+            try:
+                return self._encode_unlocked(texts)
+            finally:
+                torch.set_num_threads(old)
 
     def encode_passages(self, texts: list[str]) -> np.ndarray:
         """Embeddings in input order; batches hold texts of similar length (less padding, same results)."""
