@@ -233,7 +233,7 @@ def test_build_tools_with_cache_counts_hits(hybrid_dir, tmp_path):
 def test_search_tool_builds_a_bm25_index_from_a_corpus_spec(corpus_file, tmp_path):
     cfg = SearchToolConfig(index=str(corpus_file), cache_dir=str(tmp_path / "cache"))
     assert "[1] Snooker" in SearchTool(cfg)("cue sport with green baize and six pockets")
-    (built,) = (tmp_path / "cache").iterdir()
+    (built,) = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
     stamp = (built / "meta.json").stat().st_mtime_ns
     assert "[1] Gaborone" in SearchTool(cfg)("capital of Botswana")
     assert (built / "meta.json").stat().st_mtime_ns == stamp  # reused, not rebuilt
@@ -287,3 +287,20 @@ def test_concurrent_searches_from_threads_agree_with_serial(hybrid):
         got = dict(zip(serial, pool.map(lambda qm: [h.id for h in hybrid.search(qm[0], 3, qm[1])], serial),
                        strict=True))
     assert got == serial
+
+
+def test_workers_starting_together_build_the_corpus_index_once(corpus_file, tmp_path):
+    code = (
+        "import sys\n"
+        "from agentkd.tools.config import SearchToolConfig\n"
+        "from agentkd.tools.search import SearchTool\n"
+        f"cfg = SearchToolConfig(index={str(corpus_file)!r}, cache_dir={str(tmp_path / 'cache')!r})\n"
+        "print(SearchTool(cfg)('capital of Botswana').splitlines()[0])\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert all(o.startswith("[1] Gaborone (score ") for o in outs), outs
+    (built,) = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
+    assert read_meta(built)["count"] == 305

@@ -55,7 +55,13 @@ def open_retriever(config: SearchToolConfig) -> Any:
     out = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
     out = out / f"bm25-{stable_hash(key)}"
     if not (out / "meta.json").exists():
-        build_index(IndexConfig(corpus=config.index, kind="bm25"), out)
+        import fcntl
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out.parent / f"{out.name}.lock", "w") as lock:  # collection workers may start together
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (out / "meta.json").exists():
+                build_index(IndexConfig(corpus=config.index, kind="bm25"), out)
     return load_index(out, rrf_k=config.rrf_k)
 
 
