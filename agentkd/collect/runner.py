@@ -103,6 +103,7 @@ async def collect_async(cfg: CollectConfig, out_dir: str | Path, *, progress: bo
     from agentkd.models.wrappers import find as find_wrapper
     from agentkd.sandbox import Sandbox
     from agentkd.tools import build_tools
+    from agentkd.tools.cache import cache_stats
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -180,11 +181,7 @@ async def collect_async(cfg: CollectConfig, out_dir: str | Path, *, progress: bo
         store.close()
         failed.close()
     wall = time.perf_counter() - t_start
-    tool_stats: dict[str, Any] = {}
-    for t in tools.values():
-        if hasattr(t, "cache") and hasattr(t.cache, "stats"):
-            tool_stats = t.cache.stats()
-            break
+    tool_stats = cache_stats(tools) or {}
     summary = {
         "out": str(out),
         "tasks": len(tasks),
