@@ -304,3 +304,41 @@ def test_workers_starting_together_build_the_corpus_index_once(corpus_file, tmp_
     assert all(o.startswith("[1] Gaborone (score ") for o in outs), outs
     (built,) = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
     assert read_meta(built)["count"] == 305
+
+
+def test_hf_dataset_spec_loads_with_load_dataset(tmp_path, monkeypatch, passages):
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_cache")  # nothing kept after the test
+    data = tmp_path / "ds"
+    data.mkdir()
+    with (data / "part.jsonl").open("w") as f:
+        for p in passages[:7]:
+            f.write(json.dumps({"_id": p.id, "title": p.title, "text": p.text}) + "\n")
+    assert load_corpus(f"hf:{data}") == passages[:7]
+    assert load_corpus(f"hf:{data}:train", limit=3) == passages[:3]
+    assert (tmp_path / "hf_cache").exists()
+
+
+def test_encoder_backends_pooling_and_prefixes(hybrid):
+    from agentkd.tools.config import EncoderConfig
+    from agentkd.tools.retrieval.encoder import Encoder
+
+    texts = ["What is the capital of Botswana?", "Snooker is a cue sport."]
+    mean = hybrid.dense.encoder
+    assert mean.backend == "transformers"  # MiniLM's folder is Transformer + Pooling + Normalize only
+    st = Encoder(EncoderConfig(backend="sentence-transformers"))
+    assert np.allclose(st.encode_queries(texts), mean.encode_queries(texts), atol=1e-5)
+    assert np.allclose(st.encode_passages(texts), mean.encode_passages(texts), atol=1e-5)
+    cls = Encoder(EncoderConfig(pooling="cls"))
+    v_cls, v_mean = cls.encode_queries(texts), mean.encode_queries(texts)
+    assert np.allclose(np.linalg.norm(v_cls, axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(v_cls, v_mean, atol=1e-3)
+    pre = Encoder(EncoderConfig(query_prefix="query: ", passage_prefix="passage: "))
+    assert np.allclose(pre.encode_queries(["abc"]), mean.encode_queries(["query: abc"]), atol=1e-5)
+    assert np.allclose(pre.encode_passages(["abc"]), mean.encode_passages(["passage: abc"]), atol=1e-5)
+    assert pre.fingerprint() != mean.fingerprint()  # prefixes change the index key: no stale reuse
+    # passages are batched by length, but come back in input order
+    many = [p["q"] for p in QUESTIONS["questions"]]
+    one_by_one = np.concatenate([mean.encode_passages([t]) for t in many[:6]])
+    assert np.allclose(mean.encode_passages(many[:6]), one_by_one, atol=1e-5)

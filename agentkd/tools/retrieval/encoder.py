@@ -53,7 +53,8 @@ class Encoder:
 
             self.st = SentenceTransformer(self.path, device=config.device)
             self.st.max_seq_length = config.max_length
-            self.dim = int(self.st.get_sentence_embedding_dimension())
+            get_dim = getattr(self.st, "get_embedding_dimension", None) or self.st.get_sentence_embedding_dimension
+            self.dim = int(get_dim())
         else:
             from transformers import AutoModel, AutoTokenizer
             from transformers.utils import logging as hf_logging
