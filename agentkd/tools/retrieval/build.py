@@ -106,6 +106,8 @@ def encode_chunked(passages: list[Passage], encoder: Any, directory: Path, *, ch
             if pause_after and written >= pause_after:
                 log.warning("%s=%d: pausing after %d chunk(s) (test hook)", PAUSE_ENV, pause_after, written)
                 time.sleep(3600)
+    if reused:
+        log.info("resumed: %d of %d embedding chunks were already on disk", reused, n_chunks)
     out = np.lib.format.open_memmap(final.with_name("embeddings.tmp.npy"), mode="w+", dtype=np.float32,
                                     shape=(len(passages), encoder.dim))
     for c in range(n_chunks):
@@ -158,6 +160,8 @@ def build_index(config: IndexConfig, out: str | os.PathLike, *, passages: list[P
                 show_progress: bool = False) -> dict[str, Any]:
     """Build `config.kind` over `config.corpus` (or the given `passages`) into folder `out`; returns the metadata."""
     out = Path(out)
+    if config.faiss_file and config.kind == "bm25":
+        raise ConfigError("faiss_file needs kind dense or hybrid", path="index.faiss_file")
     if passages is None:
         if not config.corpus:
             raise ConfigError("no corpus given", path="index.corpus")
@@ -173,7 +177,6 @@ def build_index(config: IndexConfig, out: str | os.PathLike, *, passages: list[P
     meta: dict[str, Any] = {"format": FORMAT_VERSION, "kind": config.kind, "corpus": config.corpus,
                             "corpus_sha256": sha, "count": len(passages), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                             time.gmtime()), "bm25": None, "dense": None}
-    texts = None
     if config.kind in ("bm25", "hybrid"):
         from agentkd.tools.retrieval.bm25 import BM25Index
 
@@ -188,8 +191,6 @@ def build_index(config: IndexConfig, out: str | os.PathLike, *, passages: list[P
                         "stemmer": config.bm25_stemmer, "build_s": round(time.perf_counter() - t0, 3)}
     if config.kind in ("dense", "hybrid"):
         meta["dense"] = _build_dense(config, passages, sha, out, show_progress)
-    elif config.faiss_file:
-        raise ConfigError("faiss_file needs kind dense or hybrid", path="index.faiss_file")
     _write_json(out / "meta.json", meta)
     return meta
 
