@@ -114,6 +114,18 @@ def test_to_prompt_renders_signature_and_docstring():
     compile(text + "\n    pass\n", "<prompt>", "exec")  # it is valid Python
 
 
+def test_json_schema():
+    schema = Adder().to_json_schema()
+    assert schema == {"type": "function", "function": {
+        "name": "add", "description": "Adds two numbers.",
+        "parameters": {"type": "object", "required": ["a"], "properties": {
+            "a": {"type": "integer", "description": "First number."},
+            "b": {"type": "number", "description": "Second number.", "default": 1.5}}}}}
+    fa = FinalAnswerTool().to_json_schema()["function"]["parameters"]
+    assert fa["properties"]["answer"] == {"description": "The final answer to the problem."}
+    assert fa["required"] == ["answer"]
+
+
 def test_final_answer_and_registry_defaults():
     fa = FinalAnswerTool()
     assert fa("Paris") == "Paris" and fa(answer=42) == 42

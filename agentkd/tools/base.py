@@ -89,6 +89,21 @@ class Tool:
         body = textwrap.indent('"""' + "\n".join(doc) + '\n"""', "    ")
         return f"{self.signature()}\n{body}"
 
+    def to_json_schema(self) -> dict[str, Any]:
+        """OpenAI-style function schema (for models that call tools natively instead of writing code)."""
+        props = {}
+        for arg, spec in self.inputs.items():
+            p: dict[str, Any] = {"description": spec["description"]}
+            if spec.get("type", "any") != "any":
+                p["type"] = spec["type"]
+            if "default" in spec:
+                p["default"] = spec["default"]
+            props[arg] = p
+        required = [a for a, spec in self.inputs.items() if "default" not in spec and not spec.get("nullable")]
+        return {"type": "function", "function": {"name": self.name, "description": self.description,
+                                                 "parameters": {"type": "object", "properties": props,
+                                                                "required": required}}}
+
     # ---- calling --------------------------------------------------------------------------------------------
     def bind(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """Map positional and keyword arguments onto `inputs`, fill defaults and check types."""
