@@ -46,9 +46,14 @@ def build_faiss(emb: np.ndarray, kind: str = "flat", *, hnsw_m: int = 32, ef_con
 
 
 class DenseIndex:
-    def __init__(self, index: Any, encoder: Any):
+    """A faiss index plus the encoder for its queries. One query is searched on one OpenMP thread: for a single
+    vector faiss's thread pool costs more than it saves (flat over 10k passages: ~0.6 ms on 1 thread, 1-11 ms
+    on 2), and OpenMP's thread count is per calling thread, so this does not slow index builds elsewhere."""
+
+    def __init__(self, index: Any, encoder: Any, search_threads: int | None = 1):
         self.index = index
         self.encoder = encoder
+        self.search_threads = search_threads
 
     @classmethod
     def load(cls, faiss_path: str | os.PathLike, encoder: Any, params: dict[str, Any] | None = None) -> DenseIndex:
@@ -62,6 +67,15 @@ class DenseIndex:
 
     def search(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         q = self.encoder.encode_queries([query])
-        scores, rows = self.index.search(q, min(k, self.index.ntotal))
+        if self.search_threads:
+            faiss = import_faiss()
+            old = faiss.omp_get_max_threads()
+            faiss.omp_set_num_threads(self.search_threads)
+            try:
+                scores, rows = self.index.search(q, min(k, self.index.ntotal))
+            finally:
+                faiss.omp_set_num_threads(old)
+        else:
+            scores, rows = self.index.search(q, min(k, self.index.ntotal))
         keep = rows[0] >= 0
         return rows[0][keep].astype(np.int64), scores[0][keep].astype(np.float32)
