@@ -237,8 +237,8 @@ def test_search_tool_builds_a_bm25_index_from_a_corpus_spec(corpus_file, tmp_pat
     stamp = (built / "meta.json").stat().st_mtime_ns
     assert "[1] Gaborone" in SearchTool(cfg)("capital of Botswana")
     assert (built / "meta.json").stat().st_mtime_ns == stamp  # reused, not rebuilt
-    with pytest.raises(ToolError, match="not a finished index"):
-        SearchTool(SearchToolConfig(index=str(tmp_path)))("x")
+    with pytest.raises(ConfigError, match="not a finished index"):
+        SearchTool(SearchToolConfig(index=str(tmp_path / "cache")))
 
 
 def test_cli_build_query_info(corpus_file, tmp_path):

@@ -132,7 +132,7 @@ def test_final_answer_and_registry_defaults():
     tools = build_tools(ToolsConfig(search=None))
     assert list(tools) == ["final_answer"]
     assert render_tools(tools.values()).startswith("def final_answer(answer: Any) -> Any:")
-    tools = build_tools(ToolsConfig(search={"name": "wiki", "index": "/nonexistent"}))
+    tools = build_tools(ToolsConfig(search={"name": "wiki", "index": "embedded:wiki-vital"}))  # opened lazily
     assert set(tools) == {"wiki", "final_answer"}
     assert tools["wiki"].inputs["query"]["type"] == "string"
     assert tools["wiki"].output_type == "string"
@@ -148,6 +148,10 @@ def test_registry_extra_tools_and_errors():
         build_tools(ToolsConfig(search=None, extra=["tests.test_tools:Adder", "tests.test_tools:Adder"]))
     with pytest.raises(ValueError, match="not a Python identifier"):
         ToolsConfig(search={"name": "web search"})
+    with pytest.raises(ConfigError, match=r"tools\.search\.index: /nonexistent not found"):
+        build_tools(ToolsConfig(search={"index": "/nonexistent"}))
+    with pytest.raises(ConfigError, match=r"set search\.index"):
+        build_tools(ToolsConfig(search={"index": None}))
 
 
 def test_cache_hits_misses_and_config_hash(tmp_path):

@@ -33,6 +33,24 @@ def format_hits(hits: list[Hit], max_chars: int | None = None) -> str:
     return "\n\n".join(blocks)
 
 
+def check_source(config: SearchToolConfig) -> None:
+    """Fail at tool-building time (not at the agent's first search) when the index or corpus is missing."""
+    from agentkd.core.config import ConfigError
+
+    if config.url or config.index is None or config.index.startswith(("embedded:", "hf:")):
+        if not config.url and config.index is None:
+            raise ConfigError("set search.index (an index folder or corpus) or search.url", path="tools.search")
+        return
+    path = Path(config.index)
+    if not path.exists():
+        raise ConfigError(f"{path} not found (an index folder, a JSONL corpus or a dataset folder)",
+                          path="tools.search.index")
+    if path.is_dir() and not any((path / f).exists() for f in ("meta.json", "dataset_info.json", "state.json",
+                                                                 "dataset_dict.json")):
+        raise ConfigError(f"{path} is not a finished index (no meta.json) nor a saved dataset",
+                          path="tools.search.index")
+
+
 def open_retriever(config: SearchToolConfig) -> Any:
     if config.url:
         from agentkd.tools.retrieval.client import RetrievalClient
@@ -45,8 +63,6 @@ def open_retriever(config: SearchToolConfig) -> Any:
     path = Path(config.index)
     if (path / "meta.json").exists():
         return load_index(path, rrf_k=config.rrf_k)
-    if path.is_dir() and not (path / "dataset_info.json").exists() and not (path / "state.json").exists():
-        raise ToolError(f"{path} is not a finished index (no meta.json)")
     # a corpus spec: build a BM25 index once, keyed by the spec (and the file's size/mtime for files)
     key: dict[str, Any] = {"corpus": config.index}
     if path.is_file():
@@ -74,6 +90,8 @@ class SearchTool(Tool):
         self.name = config.name  # type: ignore[misc]
         self.description = config.description  # type: ignore[misc]
         super().__init__()
+        if retriever is None:
+            check_source(config)
         self._retriever = retriever
         self._lock = threading.Lock()
         self._hash: str | None = None
