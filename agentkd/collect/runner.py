@@ -44,26 +44,25 @@ def finished_keys(path: Path) -> set[tuple[str, int]]:
 
 
 class _Prestarted:
-    """A sandbox whose worker is started in a thread right away; `run` waits for it (thread-safe start)."""
+    """An episode's sandbox, acquired from the pool in a thread right away; `run` waits for it."""
 
-    def __init__(self, sandbox: Any, executor: ThreadPoolExecutor):
-        self.sandbox = sandbox
-        self._started = executor.submit(sandbox.start)
+    def __init__(self, pool: Any, executor: ThreadPoolExecutor):
+        self.pool = pool
+        self._acquired = executor.submit(pool.acquire)
 
     @property
     def backend(self) -> str:
-        return self.sandbox.backend
+        return self.pool.backend
 
     def run(self, code: str, timeout_s: float | None = None) -> Any:
-        self._started.result()
-        return self.sandbox.run(code, timeout_s=timeout_s)
+        return self._acquired.result().run(code, timeout_s=timeout_s)
 
     def close(self) -> None:
         try:
-            self._started.result()
+            sandbox = self._acquired.result()
         except Exception:
-            pass
-        self.sandbox.close()
+            return
+        sandbox.close()
 
 
 class _Progress:
@@ -101,7 +100,7 @@ async def collect_async(cfg: CollectConfig, out_dir: str | Path, *, progress: bo
         wrap_model,
     )
     from agentkd.models.wrappers import find as find_wrapper
-    from agentkd.sandbox import Sandbox
+    from agentkd.sandbox import SandboxPool
     from agentkd.tools import build_tools
     from agentkd.tools.cache import cache_stats
 
@@ -132,6 +131,9 @@ async def collect_async(cfg: CollectConfig, out_dir: str | Path, *, progress: bo
     tools = build_tools(cfg.tools)
     sampling = cfg.teacher.sampling.model_dump(exclude={"seed"})
     executor = ThreadPoolExecutor(max_workers=cfg.concurrency + 2, thread_name_prefix="episode")
+    # fresh per-episode sandboxes: forked from a warm template (cfg.sandbox.episode_isolation="process") or
+    # one new sandbox each ("container"); see agentkd.sandbox
+    pool = SandboxPool(cfg.sandbox, tools=tools)
     loop = asyncio.get_running_loop()
     statuses: Counter[str] = Counter()
     state = {"done": 0, "failed": 0, "budget_stop": False}
@@ -150,7 +152,7 @@ async def collect_async(cfg: CollectConfig, out_dir: str | Path, *, progress: bo
             sandbox = None
             try:
                 # the worker starts in the background while the first teacher call is in flight
-                sandbox = _Prestarted(Sandbox(cfg.sandbox, tools=tools), executor)
+                sandbox = _Prestarted(pool, executor)
                 traj: Trajectory = await run_episode(task, model, sandbox, tools, cfg.agent, sampling=sampling,
                                                      seed=cfg.seed + sample, sample_index=sample, executor=executor)
             except BudgetExceeded:
@@ -178,6 +180,7 @@ async def collect_async(cfg: CollectConfig, out_dir: str | Path, *, progress: bo
     finally:
         bar.close()
         executor.shutdown(wait=True)
+        pool.close()
         store.close()
         failed.close()
     wall = time.perf_counter() - t_start

@@ -46,7 +46,8 @@ check` shows what is active here; `python tools/bench/sandbox.py` times every ba
 """
 
 from agentkd.sandbox.config import SandboxConfig
+from agentkd.sandbox.pool import SandboxPool
 from agentkd.sandbox.result import ExecResult
 from agentkd.sandbox.sandbox import Sandbox, SandboxError, choose_backend
 
-__all__ = ["ExecResult", "Sandbox", "SandboxConfig", "SandboxError", "choose_backend"]
+__all__ = ["ExecResult", "Sandbox", "SandboxConfig", "SandboxError", "SandboxPool", "choose_backend"]

@@ -9,6 +9,7 @@ from pydantic import Field
 from agentkd.core.config import StrictConfig
 
 BackendName = Literal["auto", "docker", "bwrap", "unshare", "subprocess"]
+EpisodeIsolation = Literal["container", "process"]
 
 
 class SandboxConfig(StrictConfig):
@@ -18,6 +19,19 @@ class SandboxConfig(StrictConfig):
         default="auto",
         description="auto (docker when a daemon answers and the image exists, else bwrap, else unshare, else "
         "subprocess), docker, bwrap, unshare, or subprocess (no isolation beyond a uid and rlimits; warns loudly).",
+    )
+    episode_isolation: EpisodeIsolation = Field(
+        default="process",
+        description="How SandboxPool (the collection runner) separates episodes. process: episodes are forked "
+        "from a pristine template kernel in a shared warm sandbox (~ms each): separate processes, session, fresh "
+        "variables and private work dir, but the same uid, container, pid namespace and cgroup, so code that "
+        "deliberately targets another episode can reach it. container: a new sandbox per episode (~25 ms CPU "
+        "each). The host boundary (network, filesystem, uid, seccomp, limits, env) is the same in both.",
+    )
+    episodes_per_container: int = Field(
+        default=16, ge=1, le=256,
+        description="process mode: episodes sharing one sandbox; its memory and process limits are multiplied "
+        "by this (per-process rlimits are not).",
     )
     timeout_s: float = Field(default=10.0, gt=0, description="Soft wall-time limit per run (interrupts, keeps state).")
     hard_timeout_grace_s: float = Field(

@@ -19,6 +19,7 @@ class Channel:
 
     def __init__(self, sock: socket.socket, kid: int = 0, pid: int | None = None):
         self.sock, self.kid, self.pid = sock, kid, pid
+        self.role = "kernel"  # or "root" (a SandboxPool episode's root process)
         self.buf = bytearray()
 
     def send(self, obj: Any) -> None:
@@ -78,5 +79,5 @@ def accept_hello(listener: socket.socket, token: str, deadline: float) -> Channe
         if not isinstance(hello, dict) or hello.get("op") != "hello" or hello.get("token") != token:
             ch.close()
             continue
-        ch.kid, ch.pid = int(hello.get("kid", 0)), hello.get("pid")
+        ch.kid, ch.pid, ch.role = int(hello.get("kid", 0)), hello.get("pid"), str(hello.get("role", "kernel"))
         return ch

@@ -231,17 +231,13 @@ class Sandbox:
         if not codes:
             return []
         soft = timeout_s or self.config.timeout_s
-        kids = list(range(self._next_kid, self._next_kid + len(codes)))
-        self._next_kid += len(codes)
+        kids = self._new_kids(len(codes))
         self._generation += 1
         try:
             self._main.send({"op": "fork", "kids": kids})
             reply = self._main.recv(time.monotonic() + self.config.start_timeout_s)
-            chans: dict[int, Channel] = {}
             deadline = time.monotonic() + self.config.start_timeout_s
-            for _ in reply.get("pids", []):
-                ch = accept_hello(self._listener, self._token, deadline)  # type: ignore[arg-type]
-                chans[ch.kid] = ch
+            chans = self._accept_candidates(kids[:len(reply.get("pids", []))], deadline)
         except (TimeoutError, ChannelClosed) as e:
             self.restart()
             return [ExecResult(restarted=True, error=f"SandboxError: forking candidates failed ({e}); the "
@@ -295,6 +291,18 @@ class Sandbox:
         self._generation += 1
 
     # -- internals ----------------------------------------------------------------------------------
+    def _new_kids(self, n: int) -> list[int]:
+        kids = list(range(self._next_kid, self._next_kid + n))
+        self._next_kid += n
+        return kids
+
+    def _accept_candidates(self, kids: list[int], deadline: float) -> dict[int, Channel]:
+        chans: dict[int, Channel] = {}
+        for _ in kids:
+            ch = accept_hello(self._listener, self._token, deadline)  # type: ignore[arg-type]
+            chans[ch.kid] = ch
+        return chans
+
     def _exchange(self, ch: Channel, msg: dict, soft: float) -> dict:
         deadline = time.monotonic() + soft + self.config.hard_timeout_grace_s
         ch.send(msg)

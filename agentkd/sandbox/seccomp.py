@@ -72,3 +72,27 @@ def build() -> bytes | None:
         _ins(RET_K, RET_ERRNO | errno.EAFNOSUPPORT),
     ]
     return b"".join(p)
+
+
+X86_64_KILL = 62
+
+
+def build_episode() -> bytes | None:
+    """An extra filter for `SandboxPool` episodes sharing one container (stacked on `build()`'s):
+    `kill(-1, sig)` fails with EPERM, so one episode's code cannot signal every process of the container
+    at once (the other episodes' kernels run as the same uid). Targeted kills of another episode's pids
+    are not prevented: process mode is not a wall between episodes."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return None
+    eperm = RET_ERRNO | errno.EPERM
+    return b"".join([
+        _ins(LD_W_ABS, 4),  # arch
+        _ins(JEQ_K, AUDIT_ARCH_X86_64, 1, 0),
+        _ins(RET_K, eperm),
+        _ins(LD_W_ABS, 0),
+        _ins(JEQ_K, X86_64_KILL, 0, 3),
+        _ins(LD_W_ABS, 16),  # pid (low 32 bits: pid_t)
+        _ins(JEQ_K, 0xFFFFFFFF, 0, 1),
+        _ins(RET_K, eperm),
+        _ins(RET_K, RET_ALLOW),
+    ])

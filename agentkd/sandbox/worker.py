@@ -10,9 +10,22 @@ Process layout inside the sandbox::
       └─ kernel 0 (runs code, holds the namespace; connects to the host's Unix socket)
            └─ kernel N (a forked candidate: its own connection, a copy-on-write copy of the state)
 
+With ``cfg["template"]`` (`SandboxPool`'s process mode) kernel 0 is a pristine *template* that never runs
+code; each ``episode`` {kid} forks from it::
+
+      └─ template kernel (pristine namespace; SIGCHLD ignored, so exited episode roots are reaped)
+           └─ episode root (own session, child subreaper, private work dir /work/eKID; holds no user state)
+                └─ episode kernel (own process group; runs the episode's code) └─ its candidates, children
+
+The root keeps every process the episode starts in its subtree (orphans are re-parented to it, not to
+the launcher), and on ``close`` (or when its connection drops) stops and kills that subtree, removes
+the work dir and exits.
+
 Messages are 4-byte big-endian length + UTF-8 JSON. Host -> kernel: ``run`` {code, soft}, ``fork`` {kids},
-``kill`` {pids}, ``exit``, and ``return``/``raise`` answering a kernel's ``call`` {name, args, kwargs}.
-Kernel -> host: ``hello`` {kid, token, pid}, ``result`` {...}, ``forked`` {pids}, ``call``.
+``kill`` {pids}, ``exit``, and ``return``/``raise`` answering a kernel's ``call`` {name, args, kwargs};
+host -> template: ``episode`` {kid}, ``reap`` {sid, pids}; host -> episode root: ``close``.
+Kernel -> host: ``hello`` {kid, token, pid, role}, ``result`` {...}, ``forked`` {pids}, ``call``;
+root -> host: ``hello`` (role "root"), ``closed``.
 """
 
 from __future__ import annotations
@@ -127,6 +140,112 @@ def _host_exception(name: str, message: str, args=None) -> BaseException:
         return RuntimeError(f"{name}: {message}")
 
 
+def _children_map() -> dict[int, list[int]]:
+    """parent pid -> child pids, for every process this pid namespace's /proc shows."""
+    out: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat", "rb") as f:
+                    st = f.read()
+                ppid = int(st[st.rindex(b")") + 2:].split(None, 2)[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            out.setdefault(ppid, []).append(int(d))
+    return out
+
+
+def _session_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            st = f.read()
+        return int(st[st.rindex(b")") + 2:].split(None, 4)[3])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def kill_tree(roots: list[int], sid: int | None = None) -> int:
+    """SIGSTOP, then SIGKILL, every descendant of `roots` (and, with `sid`, every process of that session).
+
+    Stopped processes cannot fork, so repeating the scan until it finds nothing new catches children
+    forked while it runs. Returns how many processes were killed."""
+    me = os.getpid()
+    stopped: set[int] = set()
+    for _ in range(64):
+        children = _children_map()
+        todo, found = list(roots), set()
+        while todo:
+            for c in children.get(todo.pop(), ()):
+                if c not in found and c != me:
+                    found.add(c)
+                    todo.append(c)
+        if sid is not None:
+            found |= {p for kids in children.values() for p in kids if p != me and _session_of(p) == sid}
+            found |= {r for r in roots if r != me and _session_of(r) == sid}
+        new = found - stopped
+        if not new:
+            break
+        for p in new:
+            try:
+                os.kill(p, signal.SIGSTOP)
+            except OSError:
+                pass
+        stopped |= new
+    for p in stopped:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except OSError:
+            pass
+    return len(stopped)
+
+
+def _end_episode(kernel_pid: int) -> None:
+    """In an episode root: kill everything below it. Fast path: SIGKILL the kernel's process group (the
+    kernel, its candidates and the children that kept the group), reap; once the root has no child left,
+    nothing of the episode is left (orphans are re-parented to the root). Otherwise scan /proc."""
+    try:
+        os.killpg(kernel_pid, signal.SIGKILL)
+    except OSError:
+        pass
+    deadline = time.monotonic() + 0.05
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.0005)
+    kill_tree([os.getpid()])
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                time.sleep(0.001)
+        except ChildProcessError:
+            return
+
+
+def _rmtree(path: str) -> None:
+    for root, dirs, files in os.walk(path, topdown=False):
+        for name in files:
+            try:
+                os.unlink(os.path.join(root, name))
+            except OSError:
+                pass
+        for name in dirs:
+            p = os.path.join(root, name)
+            try:
+                os.rmdir(p) if not os.path.islink(p) else os.unlink(p)
+            except OSError:
+                pass
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
 class Kernel:
     def __init__(self, cfg: dict, token: str, kid: int):
         self.cfg = cfg
@@ -140,17 +259,31 @@ class Kernel:
         self.tool_names = list(cfg.get("tools", []))
         self.allowed = cfg.get("allowed_imports")
         self._stdlib = set(getattr(sys, "stdlib_module_names", ())) | set(sys.builtin_module_names)
+        self.template = bool(cfg.get("template"))
         self._connect(kid)
         self._install()
+        if self.template:
+            import ast  # noqa: F401 - imported once here, shared copy-on-write by every episode
+            import ctypes  # noqa: F401
+            import linecache  # noqa: F401
+            import traceback  # noqa: F401
+
+            signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # episode roots are reaped automatically
+            _libc()
+            prog = cfg.get("episode_seccomp")
+            self._episode_filter = _seccomp_loader(bytes.fromhex(prog)) if prog else None
+            import gc
+
+            gc.freeze()  # the cyclic GC leaves the template's objects alone in episodes: fewer copy-on-write faults
 
     # -- channel ------------------------------------------------------------------------------------
-    def _connect(self, kid: int):
+    def _connect(self, kid: int, role: str = "kernel"):
         import _socket  # the C module: `socket` would import enum & co. (~3 ms of start-up)
 
         s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         s.connect(self.cfg["socket"])
         self.sock, self.buf, self.pid = s, bytearray(), os.getpid()
-        self.send({"op": "hello", "kid": kid, "token": self.token, "pid": os.getpid()})
+        self.send({"op": "hello", "kid": kid, "token": self.token, "pid": os.getpid(), "role": role})
 
     def send(self, obj):
         self.sock.sendall(encode(obj))
@@ -229,7 +362,9 @@ class Kernel:
             except (ChannelClosed, OSError):
                 os._exit(0)
             op = msg.get("op")
-            if op == "run":
+            if self.template:
+                self._template_op(op, msg)
+            elif op == "run":
                 self.send(self.run(msg.get("code", ""), float(msg.get("soft", 10.0))))
                 self._capture = self._prepare_capture()
             elif op == "fork":
@@ -258,6 +393,75 @@ class Kernel:
                 self.send({"op": "killed"})
             elif op == "exit":
                 os._exit(0)
+
+    # -- template (SandboxPool process mode) -------------------------------------------------------------
+    def _template_op(self, op, msg: dict) -> None:
+        if op == "episode":
+            try:
+                pid = os.fork()
+            except OSError as e:
+                self.send({"op": "forked", "pids": [], "error": f"fork failed: {e}"})
+                return
+            if pid == 0:
+                try:
+                    self._episode_root(int(msg["kid"]))
+                except BaseException:
+                    pass
+                os._exit(1)
+            self.send({"op": "forked", "pids": [pid]})
+        elif op == "reap":  # fallback when an episode's root is gone: kill by session and known pids
+            n = kill_tree([int(p) for p in msg.get("pids", [])], msg.get("sid"))
+            for p in msg.get("pids", []):
+                try:
+                    os.kill(int(p), signal.SIGKILL)
+                except OSError:
+                    pass
+            if msg.get("workdir"):
+                _rmtree(msg["workdir"])
+            self.send({"op": "reaped", "n": n})
+        elif op == "exit":
+            os._exit(0)
+
+    def _episode_root(self, kid: int) -> None:
+        """In the forked child of the template: become the episode's root, start its kernel, wait for close."""
+        self.sock.close()
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the root reaps (and so can count) its children
+        os.setsid()
+        _subreaper()
+        workdir = f"{self.cfg.get('workdir') or os.getcwd()}/e{kid}"
+        os.mkdir(workdir, 0o700)
+        os.chdir(workdir)
+        os.environ["HOME"] = os.environ["TMPDIR"] = workdir
+        if self._episode_filter is not None:
+            self._episode_filter()
+        self.template = False
+        self._connect(kid, "root")
+        root_sock = self.sock
+        pid = os.fork()
+        if pid == 0:
+            root_sock.close()
+            os.setpgid(0, 0)  # kill(0, ...) in user code stays inside the episode's kernel group
+            self._connect(kid)
+            self.loop()
+            os._exit(0)
+        # root: wait for `close` (or the host going away), then end everything the episode started
+        reply = False
+        while True:
+            try:
+                m = self.recv()
+            except (ChannelClosed, OSError):
+                break
+            if isinstance(m, dict) and m.get("op") == "close":
+                reply = True
+                break
+        _end_episode(pid)
+        _rmtree(workdir)
+        if reply:
+            try:
+                self.send({"op": "closed"})
+            except OSError:
+                pass
+        os._exit(0)
 
     def _read_capture(self, fd: int, raw: _CappedRaw) -> tuple[str, bool]:
         size = os.fstat(fd).st_size
@@ -446,28 +650,49 @@ def _setup_fs(ops: list) -> None:
     os.chdir("/")
 
 
-def _install_seccomp(prog: bytes) -> None:
-    """Load a raw BPF program (agentkd.sandbox.seccomp) for this process and all it starts."""
+_LIBC = None
+
+
+def _libc():
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+
+        _LIBC = ctypes.CDLL(None, use_errno=True)
+    return _LIBC
+
+
+def _seccomp_loader(prog: bytes):
+    """A function that loads the raw BPF program `prog` (agentkd.sandbox.seccomp) for the calling process and
+    all it starts (built ahead, so that a template can load it cheaply in every episode)."""
     import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
+    libc = _libc()
 
     class SockFprog(ctypes.Structure):
         _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
     buf = ctypes.create_string_buffer(prog, len(prog))
     fprog = SockFprog(len(prog) // 8, ctypes.cast(buf, ctypes.c_void_p))
-    if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
-        raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS failed")
-    if libc.prctl(22, 2, ctypes.byref(fprog), 0, 0) != 0:  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
-        raise OSError(ctypes.get_errno(), "installing the seccomp filter failed")
+
+    def load() -> None:
+        if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
+            raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS failed")
+        if libc.prctl(22, 2, ctypes.byref(fprog), 0, 0) != 0:  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
+            raise OSError(ctypes.get_errno(), "installing the seccomp filter failed")
+
+    load.keep = (buf, fprog)  # type: ignore[attr-defined]
+    return load
+
+
+def _install_seccomp(prog: bytes) -> None:
+    """Load a raw BPF program (agentkd.sandbox.seccomp) for this process and all it starts."""
+    _seccomp_loader(prog)()
 
 
 def _subreaper() -> None:
     try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+        _libc().prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
     except Exception:
         pass
 

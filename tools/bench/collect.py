@@ -1,10 +1,13 @@
 """Collection throughput against a stand-in teacher with fixed latency.
 
     python tools/bench/collect.py [--episodes 64] [--latency 0.3] [--concurrency 64] [--steps 3]
+                                  [--isolation container,process]
 
 Each episode makes `steps` teacher calls (steps-1 code actions, then final_answer), each code action runs
 in the episode's real sandbox. Ideal throughput = concurrency / latency calls per second; prints
-achieved ÷ ideal (target ≥ 0.9) and peak memory of this process.
+achieved ÷ ideal (target ≥ 0.9) for each `sandbox.episode_isolation` mode (container: a new sandbox per
+episode; process: episodes forked from a warm template, see agentkd.sandbox), and peak memory of this
+process.
 """
 
 from __future__ import annotations
@@ -28,8 +31,14 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--steps", type=int, default=3, help="teacher calls per episode")
     ap.add_argument("--backend", default="auto", help="sandbox backend")
+    ap.add_argument("--isolation", default="container,process",
+                    help="comma-separated sandbox.episode_isolation modes to measure, in this order")
     a = ap.parse_args()
+    for mode in a.isolation.split(","):
+        run_one(a, mode.strip())
 
+
+def run_one(a: argparse.Namespace, mode: str) -> None:
     from agentkd.collect import CollectConfig, collect
     from agentkd.models.standin import StandinServer
 
@@ -43,7 +52,7 @@ def main() -> None:
             "client": {"max_concurrency": a.concurrency},
             "agent": {"prompt": "codeact_student", "max_steps": a.steps},
             "tools": {"search": None},
-            "sandbox": {"backend": a.backend},
+            "sandbox": {"backend": a.backend, "episode_isolation": mode},
             "concurrency": a.concurrency,
         })
         # warm-up: one episode pays the one-time imports (litellm, sandbox) outside the timed run
@@ -61,9 +70,9 @@ def main() -> None:
     achieved = calls / wall
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"episodes={a.episodes} ok={ok} steps={a.steps} calls={calls} latency={a.latency}s "
-          f"concurrency={a.concurrency} sandbox={a.backend}")
+          f"concurrency={a.concurrency} sandbox={a.backend} episode_isolation={mode}")
     print(f"wall={wall:.2f}s  achieved={achieved:.1f} calls/s  ideal={ideal:.1f} calls/s")
-    print(f"throughput ratio (achieved / ideal) = {achieved / ideal:.3f}   target >= 0.9")
+    print(f"[{mode}] throughput ratio (achieved / ideal) = {achieved / ideal:.3f}   target >= 0.9")
     print(f"peak RSS (this process) = {peak_mb:.0f} MiB")
     if ok != a.episodes:
         print("warning: not every episode finished ok", file=sys.stderr)

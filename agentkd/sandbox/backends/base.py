@@ -29,9 +29,16 @@ class Backend:
 
     name: ClassVar[str] = "base"
 
-    def __init__(self, config: SandboxConfig, socket_dir: str):
+    def __init__(self, config: SandboxConfig, socket_dir: str, episodes: int = 1):
         self.config = config
         self.socket_dir = socket_dir
+        # how many episodes share this sandbox (SandboxPool process mode): the whole-tree limits (memory and
+        # pids cgroup, RLIMIT_NPROC fallback) are scaled by it; per-process rlimits are not
+        self.episodes = episodes
+
+    def tree_limits(self) -> tuple[int, int]:
+        """(memory MB, processes) for the sandbox's whole process tree."""
+        return self.config.memory_mb * self.episodes, self.config.max_procs * self.episodes
 
     @classmethod
     def unavailable(cls, config: SandboxConfig) -> str | None:
@@ -70,7 +77,7 @@ class Backend:
         if not cgroup_limits.get("pids"):
             # RLIMIT_NPROC counts every process of the uid, not just this sandbox's: allow for those too
             uid = c.uid if os.geteuid() == 0 else os.getuid()
-            lim["RLIMIT_NPROC"] = c.max_procs + processes_of(uid)
+            lim["RLIMIT_NPROC"] = self.tree_limits()[1] + processes_of(uid)
         return lim
 
 

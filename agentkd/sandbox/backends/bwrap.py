@@ -29,8 +29,8 @@ _probe: dict[str, str | None] = {}  # whether bwrap works here, checked once per
 class BwrapBackend(Backend):
     name = "bwrap"
 
-    def __init__(self, config, socket_dir):
-        super().__init__(config, socket_dir)
+    def __init__(self, config, socket_dir, episodes: int = 1):
+        super().__init__(config, socket_dir, episodes)
         self.proc: subprocess.Popen | None = None
         self.cgroup: Cgroup | None = None
         self._seccomp = False
@@ -83,8 +83,7 @@ class BwrapBackend(Backend):
         waits on a pipe ("go") before it applies limits, drops privileges or forks anything."""
         from agentkd.sandbox import seccomp
 
-        c = self.config
-        self.cgroup = Cgroup.create(c.memory_mb, c.max_procs)
+        self.cgroup = Cgroup.create(*self.tree_limits())
         cg_limits = self.cgroup.limits if self.cgroup else {}
         worker_cfg = {**worker_cfg, "rlimits": self.rlimits(cg_limits)}
         keep: list[int] = []  # our copies of the fds the child inherits; closed once it started

@@ -31,8 +31,8 @@ def docker_host(config) -> str:
 class DockerBackend(Backend):
     name = "docker"
 
-    def __init__(self, config, socket_dir):
-        super().__init__(config, socket_dir)
+    def __init__(self, config, socket_dir, episodes: int = 1):
+        super().__init__(config, socket_dir, episodes)
         self.client = None
         self.container: str | None = None  # container id
         self._seccomp: bool | None = None
@@ -94,9 +94,9 @@ class DockerBackend(Backend):
                   **{src: {"bind": dst, "mode": "ro"} for src, dst in worker_mounts()}}
         host_config = api.create_host_config(
             network_mode="none",
-            mem_limit=f"{c.memory_mb}m",
-            memswap_limit=f"{c.memory_mb}m",
-            pids_limit=c.max_procs,
+            mem_limit=f"{self.tree_limits()[0]}m",
+            memswap_limit=f"{self.tree_limits()[0]}m",
+            pids_limit=self.tree_limits()[1],
             read_only=True,
             tmpfs={"/work": f"size={c.work_dir_mb}m,mode=1777", "/tmp": "size=64m,mode=1777"},
             cap_drop=["ALL"],

@@ -42,8 +42,8 @@ def _reachable_by_others(path: str) -> bool:
 class SubprocessBackend(Backend):
     name = "subprocess"
 
-    def __init__(self, config, socket_dir):
-        super().__init__(config, socket_dir)
+    def __init__(self, config, socket_dir, episodes: int = 1):
+        super().__init__(config, socket_dir, episodes)
         self.proc: subprocess.Popen | None = None
         self.cgroup: Cgroup | None = None
         self.workdir: str | None = None
@@ -67,7 +67,7 @@ class SubprocessBackend(Backend):
             _warned = True
             log.warning("agentkd sandbox: the 'subprocess' backend does NOT isolate the filesystem or network; "
                         "install bubblewrap or Docker for real isolation")
-        self.cgroup = Cgroup.create(c.memory_mb, c.max_procs)
+        self.cgroup = Cgroup.create(*self.tree_limits())
         self.workdir = tempfile.mkdtemp(prefix="agentkd-work-")
         if root:
             os.chown(self.workdir, c.uid, c.gid)

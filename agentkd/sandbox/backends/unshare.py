@@ -28,8 +28,8 @@ _probe: dict[str, str | None] = {}  # whether unshare works here, checked once p
 class UnshareBackend(Backend):
     name = "unshare"
 
-    def __init__(self, config, socket_dir):
-        super().__init__(config, socket_dir)
+    def __init__(self, config, socket_dir, episodes: int = 1):
+        super().__init__(config, socket_dir, episodes)
         self.proc: subprocess.Popen | None = None
         self.cgroup: Cgroup | None = None
         self.rootdir: str | None = None
@@ -64,7 +64,7 @@ class UnshareBackend(Backend):
 
         c = self.config
         root = os.geteuid() == 0
-        self.cgroup = Cgroup.create(c.memory_mb, c.max_procs)
+        self.cgroup = Cgroup.create(*self.tree_limits())
         self.rootdir = tempfile.mkdtemp(prefix="agentkd-root-")
         exe, ops, paths = mounts.plan(c, self.socket_dir)
         prog = seccomp.build()
