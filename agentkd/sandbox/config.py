@@ -30,8 +30,8 @@ class SandboxConfig(StrictConfig):
     )
     episodes_per_container: int = Field(
         default=16, ge=1, le=256,
-        description="process mode: episodes sharing one sandbox; its memory and process limits are multiplied "
-        "by this (per-process rlimits are not).",
+        description="process mode: episodes sharing one sandbox; its memory, process and work-dir limits are "
+        "multiplied by this (per-process rlimits are not).",
     )
     timeout_s: float = Field(default=10.0, gt=0, description="Soft wall-time limit per run (interrupts, keeps state).")
     hard_timeout_grace_s: float = Field(

@@ -87,7 +87,9 @@ class _Box:
         self.listener.bind(path)
         os.chmod(path, 0o666)
         self.listener.listen(512)
-        self.impl = self.pool._cls(self.config, sockdir, episodes=self.slots)
+        # the shared work-dir tmpfs holds every episode's private folder: sized for all of them
+        shared = self.config.model_copy(update={"work_dir_mb": self.config.work_dir_mb * self.slots})
+        self.impl = self.pool._cls(shared, sockdir, episodes=self.slots)
         self._finalizer = weakref.finalize(self, _cleanup, self.impl, self.listener, sockdir)
         threading.Thread(target=self._accept_loop, args=(self.listener,), daemon=True,
                          name="sandbox-pool-accept").start()
