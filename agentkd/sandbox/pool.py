@@ -221,10 +221,12 @@ class _Box:
             self.broken = True
 
 
-def _end_episode(root: Channel | None) -> None:
-    """Finalizer: dropping the root's connection makes it kill the episode's processes."""
+def _end_episode(root: Channel | None, pool: SandboxPool, box: _Box) -> None:
+    """Finalizer of an episode never closed: dropping the root's connection makes it kill the episode's
+    processes; the slot goes back to the pool."""
     if root is not None:
         root.close()
+    pool._release(box)
 
 
 class PooledSandbox(Sandbox):
@@ -269,7 +271,7 @@ class PooledSandbox(Sandbox):
         self._generation += 1
         if self._finalizer is not None:
             self._finalizer.detach()
-        self._finalizer = weakref.finalize(self, _end_episode, self._root)
+        self._finalizer = weakref.finalize(self, _end_episode, self._root, self._pool, self._box)
         self.start_time_s = time.perf_counter() - t0
 
     def _end(self) -> None:

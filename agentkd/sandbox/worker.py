@@ -199,32 +199,41 @@ def kill_tree(roots: list[int], sid: int | None = None) -> int:
     return len(stopped)
 
 
+class _ReapTimeout(BaseException):
+    pass
+
+
+def _reap_timeout(signum, frame):
+    raise _ReapTimeout
+
+
+def _reap_all(within: float) -> bool:
+    """Wait (blocking) for every child of this process; True when none is left within `within` seconds."""
+    old = signal.signal(signal.SIGALRM, _reap_timeout)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, within)
+        while True:
+            os.waitpid(-1, 0)
+    except ChildProcessError:
+        return True
+    except _ReapTimeout:
+        return False
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
 def _end_episode(kernel_pid: int) -> None:
     """In an episode root: kill everything below it. Fast path: SIGKILL the kernel's process group (the
-    kernel, its candidates and the children that kept the group), reap; once the root has no child left,
-    nothing of the episode is left (orphans are re-parented to the root). Otherwise scan /proc."""
+    kernel, its candidates and the children that kept the group) and reap; once the root has no child
+    left, nothing of the episode is left (orphans are re-parented to the root). Otherwise scan /proc."""
     try:
         os.killpg(kernel_pid, signal.SIGKILL)
     except OSError:
         pass
-    deadline = time.monotonic() + 0.05
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.0005)
-    kill_tree([os.getpid()])
-    deadline = time.monotonic() + 2
-    while time.monotonic() < deadline:
-        try:
-            if os.waitpid(-1, os.WNOHANG)[0] == 0:
-                time.sleep(0.001)
-        except ChildProcessError:
-            return
+    if not _reap_all(0.05):
+        kill_tree([os.getpid()])
+        _reap_all(2.0)
 
 
 def _rmtree(path: str) -> None:

@@ -1,13 +1,14 @@
 """Collection throughput against a stand-in teacher with fixed latency.
 
     python tools/bench/collect.py [--episodes 64] [--latency 0.3] [--concurrency 64] [--steps 3]
-                                  [--isolation container,process]
+                                  [--isolation container,process,none]
 
 Each episode makes `steps` teacher calls (steps-1 code actions, then final_answer), each code action runs
 in the episode's real sandbox. Ideal throughput = concurrency / latency calls per second; prints
 achieved ÷ ideal (target ≥ 0.9) for each `sandbox.episode_isolation` mode (container: a new sandbox per
 episode; process: episodes forked from a warm template, see agentkd.sandbox), and peak memory of this
-process.
+process. `none` replaces the sandbox with a stub that answers at once: the ceiling that everything but
+the sandbox (client, stand-in server, event loop) allows on this machine under its current load.
 """
 
 from __future__ import annotations
@@ -31,14 +32,104 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--steps", type=int, default=3, help="teacher calls per episode")
     ap.add_argument("--backend", default="auto", help="sandbox backend")
-    ap.add_argument("--isolation", default="container,process",
-                    help="comma-separated sandbox.episode_isolation modes to measure, in this order")
+    ap.add_argument("--isolation", default="container,process,none",
+                    help="comma-separated sandbox.episode_isolation modes to measure, in this order "
+                    "(none: a stub sandbox, for the ceiling)")
+    ap.add_argument("--episodes-per-container", type=int, default=None,
+                    help="process mode: sandbox.episodes_per_container (default: the config default)")
     a = ap.parse_args()
-    for mode in a.isolation.split(","):
-        run_one(a, mode.strip())
+    try:
+        for mode in a.isolation.split(","):
+            run_one(a, mode.strip())
+    finally:
+        CPU.close()
+
+
+class _CpuMeter:
+    """CPU seconds of this process and everything it starts (sandboxes included), independent of what else
+    runs on the machine: a cgroup-v1 cpuacct group when one can be created (root), else None."""
+
+    ROOT = Path("/sys/fs/cgroup/cpuacct")
+
+    def __init__(self) -> None:
+        self.dir: Path | None = None
+        try:
+            d = self.ROOT / f"agentkd-bench-{os.getpid()}"
+            d.mkdir()
+            (d / "cgroup.procs").write_text(str(os.getpid()))
+            self.dir = d
+        except OSError:
+            pass
+
+    def read(self) -> float | None:
+        try:
+            return int((self.dir / "cpuacct.usage").read_text()) / 1e9 if self.dir else None
+        except OSError:
+            return None
+
+    def close(self) -> None:
+        if self.dir is None:
+            return
+        try:
+            (self.ROOT / "cgroup.procs").write_text(str(os.getpid()))
+            for _ in range(50):
+                try:
+                    self.dir.rmdir()
+                    return
+                except OSError:
+                    time.sleep(0.02)
+        except OSError:
+            pass
+
+
+CPU = _CpuMeter()
+
+
+class _StubSandbox:
+    """Answers like the sandbox would for the stand-in's actions, without running anything."""
+
+    backend = "none"
+
+    def run(self, code: str, timeout_s: float | None = None):
+        import re
+
+        from agentkd.sandbox import ExecResult
+
+        m = re.search(r"final_answer\((['\"])(.*?)\1\)", code)
+        if m:
+            return ExecResult(is_final=True, final_answer=m.group(2))
+        return ExecResult(stdout="42\n")
+
+    def close(self) -> None:
+        pass
+
+
+class _StubPool:
+    backend = "none"
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def acquire(self) -> _StubSandbox:
+        return _StubSandbox()
+
+    def close(self) -> None:
+        pass
 
 
 def run_one(a: argparse.Namespace, mode: str) -> None:
+    import agentkd.sandbox
+
+    real_pool = agentkd.sandbox.SandboxPool
+    if mode == "none":
+        agentkd.sandbox.SandboxPool = _StubPool  # type: ignore[misc,assignment]
+    try:
+        _run_one(a, mode)
+    finally:
+        agentkd.sandbox.SandboxPool = real_pool  # type: ignore[misc]
+
+
+def _run_one(a: argparse.Namespace, mode: str) -> None:
     from agentkd.collect import CollectConfig, collect
     from agentkd.models.standin import StandinServer
 
@@ -52,16 +143,17 @@ def run_one(a: argparse.Namespace, mode: str) -> None:
             "client": {"max_concurrency": a.concurrency},
             "agent": {"prompt": "codeact_student", "max_steps": a.steps},
             "tools": {"search": None},
-            "sandbox": {"backend": a.backend, "episode_isolation": mode},
+            "sandbox": {"backend": a.backend, "episode_isolation": "process" if mode == "none" else mode,
+                        **({"episodes_per_container": a.episodes_per_container} if a.episodes_per_container else {})},
             "concurrency": a.concurrency,
         })
         # warm-up: one episode pays the one-time imports (litellm, sandbox) outside the timed run
         collect(cfg.model_copy(update={"tasks": cfg.tasks.model_copy(update={"limit": 1})}), Path(tmp) / "warm",
                 progress=False)
         srv.requests.clear()
-        t0 = time.perf_counter()
+        cpu0, t0 = CPU.read(), time.perf_counter()
         summary = collect(cfg, Path(tmp) / "run", progress=False)
-        wall = time.perf_counter() - t0
+        wall, cpu1 = time.perf_counter() - t0, CPU.read()
         calls = len(srv.requests)
     ok = summary["statuses"].get("ok", 0)
     ideal = a.concurrency / a.latency
@@ -73,6 +165,9 @@ def run_one(a: argparse.Namespace, mode: str) -> None:
           f"concurrency={a.concurrency} sandbox={a.backend} episode_isolation={mode}")
     print(f"wall={wall:.2f}s  achieved={achieved:.1f} calls/s  ideal={ideal:.1f} calls/s")
     print(f"[{mode}] throughput ratio (achieved / ideal) = {achieved / ideal:.3f}   target >= 0.9")
+    if cpu0 is not None and cpu1 is not None:  # includes the stand-in server's threads (same process)
+        print(f"cpu (this process + its sandboxes) = {cpu1 - cpu0:.2f}s, {(cpu1 - cpu0) / a.episodes * 1000:.1f} ms "
+              f"per episode; machine load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"peak RSS (this process) = {peak_mb:.0f} MiB")
     if ok != a.episodes:
         print("warning: not every episode finished ok", file=sys.stderr)
