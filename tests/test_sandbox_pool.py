@@ -260,9 +260,9 @@ def test_container_mode_gives_one_sandbox_per_episode():
             a.close()
             b.close()
         assert wait_until(lambda: len(p._ready) == 1)  # the next episode's sandbox is already started
-        t = time.perf_counter()
+        ready = p._ready[0]
         with p.acquire() as c:
-            assert time.perf_counter() - t < 0.02
+            assert c is ready and c.start_time_s is not None
             assert c.run("1 + 1").value == "2"
 
 
