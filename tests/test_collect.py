@@ -172,7 +172,7 @@ def test_end_to_end_with_agentkd_serve_and_ftp(smollm2_server, shared_bench, tmp
         p = x["provenance"]
         assert x["status"] in ("ok", "max_steps") and x["task"]["source"] == "hotpotqa-train"
         assert p["model"] == "openai/embedded:smollm2-135m" and p["api_base"] == smollm2_server
-        assert p["provider"] == "litellm" and p["prefix_mode"] == "prefill" and p["sampling"]["temperature"] == 0.7
+        assert p["provider"] == "openai-compatible" and p["prefix_mode"] == "prefill" and p["sampling"]["temperature"] == 0.7
         assert p["seed"] == 0 and p["sandbox_backend"] and p["prompt_id"] and p["agentkd_version"]
         assert p["tools"] == ["final_answer"] and p["tools_config_hash"] and p["finished_at"] >= p["started_at"]
         prefix = p["prefix_text"]

@@ -1,4 +1,5 @@
-"""The litellm provider against a real HTTP stand-in: request shape, prefill flags, usage, errors, embedded prep."""
+"""API providers (litellm, and the openai client for OpenAI-compatible servers) against a real HTTP
+stand-in: request shape, prefill flags, usage, errors; model-spec resolution; embedded preparation."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ import pytest
 
 from agentkd.models import ModelError
 from agentkd.models.api import LiteLLMModel
+from agentkd.models.openai_compat import OpenAICompatModel
 from agentkd.models.standin import StandinServer
+
+PROVIDERS = [pytest.param(lambda url, **kw: LiteLLMModel("openai/standin", api_base=url, **kw), id="litellm"),
+             pytest.param(lambda url, **kw: OpenAICompatModel("openai/standin", api_base=url, **kw), id="openai")]
 
 MSG = [{"role": "system", "content": "Think step by step."}, {"role": "user", "content": "Task: 2+2?"}]
 
@@ -20,9 +25,10 @@ def test_prefill_support_by_provider():
     assert not LiteLLMModel("openai/x", api_base="http://127.0.0.1:1/v1", prefill="no").supports_prefill
 
 
-async def test_request_shape_and_vllm_prefill_flags():
+@pytest.mark.parametrize("make", PROVIDERS)
+async def test_request_shape_and_vllm_prefill_flags(make):
     with StandinServer() as srv:
-        m = LiteLLMModel("openai/standin", api_base=srv.url)
+        m = make(srv.url)
         comps = await m.generate(MSG, n=2, temperature=0.3, top_p=0.9, max_tokens=17, stop=["<end_code>"], seed=5,
                                  prefill="Thought: I")
         body = srv.requests[-1]["body"]
@@ -33,18 +39,29 @@ async def test_request_shape_and_vllm_prefill_flags():
     assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
 
 
-async def test_http_errors_become_model_errors():
+@pytest.mark.parametrize("make", PROVIDERS)
+async def test_http_errors_become_model_errors(make):
     with StandinServer(faults={"429": 1.0}) as srv:
-        m = LiteLLMModel("openai/standin", api_base=srv.url)
+        m = make(srv.url)
         with pytest.raises(ModelError) as e:
             await m.generate(MSG)
         assert len(srv.requests) == 1, "the provider must not retry on its own (RetryingModel does, and counts)"
     assert e.value.retryable and e.value.status == 429 and e.value.retry_after == 1.0
-    with StandinServer(faults={"timeout": 1.0}, timeout_sleep_s=2.0) as srv:
-        m = LiteLLMModel("openai/standin", api_base=srv.url, timeout_s=0.5)
-        with pytest.raises(ModelError) as e:
-            await m.generate(MSG)
-    assert e.value.retryable
+    for fault in ("timeout", "malformed", "500"):
+        with StandinServer(faults={fault: 1.0}, timeout_sleep_s=2.0) as srv:
+            m = make(srv.url, timeout_s=0.5)
+            with pytest.raises(ModelError) as e:
+                await m.generate(MSG)
+        assert e.value.retryable, fault
+
+
+def test_spec_resolution():
+    from agentkd.models.config import ModelConfig
+    from agentkd.models.load import load_model
+
+    assert isinstance(load_model(ModelConfig(model="openai/x", api_base="http://127.0.0.1:1/v1")), OpenAICompatModel)
+    assert isinstance(load_model("openai/gpt-4o-mini"), LiteLLMModel)
+    assert isinstance(load_model(ModelConfig(model="hosted_vllm/x", api_base="http://127.0.0.1:1/v1")), LiteLLMModel)
 
 
 def test_embedded_prepare_is_idempotent(smollm2_server):

@@ -22,16 +22,21 @@ def load_prompt(name: str) -> dict[str, str]:
     return {k: v for k, v in data.items() if isinstance(v, str)}
 
 
+@functools.lru_cache(maxsize=64)
 def prompt_id(name: str) -> str:
     """`name@hash` of the template text, recorded in provenance."""
     return f"{Path(name).stem}@{stable_hash(load_prompt(name), length=8)}"
 
 
-def render(name: str, part: str, **values: Any) -> str:
+@functools.lru_cache(maxsize=64)
+def _template(name: str, part: str) -> Any:
     import jinja2
 
-    template = load_prompt(name).get(part)
-    if template is None:
+    text = load_prompt(name).get(part)
+    if text is None:
         raise ConfigError(f"prompt {name!r} has no {part!r} part", path="agent.prompt")
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
-    return env.from_string(template).render(**values).strip()
+    return jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(text)
+
+
+def render(name: str, part: str, **values: Any) -> str:
+    return _template(name, part).render(**values).strip()

@@ -35,7 +35,9 @@ def to_model_error(exc: Exception) -> ModelError:
     status = getattr(exc, "status_code", None)
     name = type(exc).__name__
     retryable_names = ("RateLimitError", "Timeout", "APITimeoutError", "APIConnectionError", "ServiceUnavailableError",
-                       "InternalServerError", "BadGatewayError", "ConnectError", "ReadTimeout")
+                       "InternalServerError", "BadGatewayError", "ConnectError", "ReadTimeout",
+                       # a response body that is not the JSON it should be
+                       "JSONDecodeError", "APIResponseValidationError")
     retryable = name in retryable_names or (isinstance(status, int) and (status == 429 or status >= 500))
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else name
     return ModelError(f"{name}: {msg}", retryable=retryable, retry_after=_retry_after(exc), status=status)

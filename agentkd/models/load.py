@@ -2,7 +2,8 @@
 
     embedded:smollm2-135m      the packaged SmolLM2 (prepared into the cache on first use)
     local:/path/to/folder      an HF folder or a .gguf file (an existing path works without the prefix)
-    openai/gpt-4o-mini         anything else goes to litellm (with `api_base` for OpenAI-compatible servers)
+    openai/NAME + api_base     an OpenAI-compatible server (vLLM, agentkd serve) via the stock openai client
+    openai/gpt-4o-mini         anything else goes to litellm (any provider/model, optional api_base)
 """
 
 from __future__ import annotations
@@ -33,6 +34,14 @@ def load_model(config: ModelConfig | str, *, progress: bool = True) -> ChatModel
         from agentkd.models.local import TransformersModel
 
         return TransformersModel(path, name=cfg.model, adapter=cfg.adapter, device=cfg.device, dtype=cfg.dtype)
+    if cfg.api_base and cfg.model.startswith("openai/"):
+        import os
+
+        from agentkd.models.openai_compat import OpenAICompatModel
+
+        key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
+        return OpenAICompatModel(cfg.model, api_base=cfg.api_base, api_key=key, timeout_s=cfg.timeout_s,
+                                 prefill=cfg.prefill)
     from agentkd.models.api import LiteLLMModel
 
     return LiteLLMModel(cfg.model, api_base=cfg.api_base, api_key_env=cfg.api_key_env, timeout_s=cfg.timeout_s,

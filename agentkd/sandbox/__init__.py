@@ -10,7 +10,7 @@
         sb.commit(rs[1])                         # adopt one candidate's state (SAG); others are dropped
         sb.backend, sb.isolation(), sb.start_time_s
 
-    pool = SandboxPool(SandboxConfig(episode_isolation="process"), tools)  # the collection runner's way
+    pool = SandboxPool(SandboxConfig(), tools)  # the collection runner's way: ep = pool.acquire()
     with pool.acquire() as sb: ...           # a fresh episode with the same interface as Sandbox, in ~3 ms
     pool.close()
 
@@ -29,7 +29,7 @@
     semantics: persistence, soft/hard timeouts with restart, host tools, final_answer, candidates/commit.
     `close()` on the pool stops everything it started. How episodes are separated is
     `config.episode_isolation`:
-    process     (default) each warm sandbox holds a template kernel that never runs code; an episode is
+    process     each warm sandbox holds a template kernel that never runs code; an episode is
                 forked from it (~3 ms of CPU instead of ~25-30 ms for a new sandbox): an episode root
                 (own session, child subreaper) and the episode's kernel (own process group). Separate per
                 episode: processes, Python state (variables, imports, patched modules/builtins), work dir
@@ -42,12 +42,12 @@
                 time, file size - are not). So one episode's code can reach another's on purpose: read or
                 write its work dir, signal its pids (only `kill(-1)` is refused by an extra seccomp filter),
                 use the shared memory/pids budget, or impersonate a pending kernel on the control socket.
-                It is not a security wall between episodes; it suits collection, where every episode runs
-                the same teacher's code on benign tasks and a rare cross-episode accident costs one
-                trajectory, not the host.
-    container   every episode is its own `Sandbox` (started ahead by a background thread; the CPU cost per
-                episode is unchanged): nothing is shared between episodes but the host. Use it when
-                episodes may act against each other (e.g. RL rollouts that could tamper with others).
+                It is not a security wall between episodes; opt in when sandbox start-up CPU limits
+                throughput (a fast local teacher at high concurrency) and the code is the same trusted
+                teacher's on benign tasks, where a rare cross-episode accident costs one trajectory.
+    container   (default) every episode is its own `Sandbox` (started ahead by a background thread; ~25-30
+                ms of CPU each, negligible next to API teachers' seconds per call): nothing is shared
+                between episodes but the host.
     The host boundary is identical in both modes: same backend, namespaces, read-only system, no network,
     seccomp filter, non-root uid, rlimits and scrubbed environment. `isolation()` of a pooled episode
     adds `episode_container: False`.
