@@ -18,8 +18,6 @@ from agentkd.core.tasks import (
     FieldMap,
     TaskSource,
     load_tasks,
-    records_from_file,
-    records_to_tasks,
     resolve_path,
 )
 from agentkd.core.types import Domain, Task
@@ -53,10 +51,8 @@ class Suite(StrictConfig):
     def load(self, offset: int = 0, limit: int | None = None) -> list[Task]:
         path = self.local_path()
         if path is not None:
-            tasks = list(records_to_tasks(records_from_file(path), self.fields, domain=self.domain,
-                                          source=self.name, where=str(path)))
-            end = None if limit is None else offset + limit
-            return tasks[offset:end]
+            return load_tasks(TaskSource(path=str(path), fields=self.fields, domain=self.domain, source=self.name,
+                                         offset=offset, limit=limit))
         if self.hub is None:
             roots = ", ".join(str(r) for r in data_roots())
             raise ConfigError(f"no local file matches {self.local!r} under [{roots}] and no hub source",

@@ -87,8 +87,6 @@ def records_to_tasks(
 def resolve_path(pattern: str, roots: list[Path] | None = None) -> Path | None:
     """First file matching `pattern` (absolute, or under one of `roots`)."""
     candidates = [pattern] if os.path.isabs(pattern) or not roots else [str(r / pattern) for r in roots]
-    if not roots:
-        candidates.append(pattern)
     for c in candidates:
         hits = sorted(glob.glob(os.path.expanduser(c)))
         if hits:
