@@ -111,6 +111,11 @@ class DockerBackend(Backend):
             working_dir="/work",
             labels={"agentkd.sandbox": "1"},
             volumes=[m["bind"] for m in mounts.values()],
+            # with networking disabled Docker sets up no libnetwork sandbox (no netns bind-mount, no
+            # libnetwork-setkey prestart hook re-executing dockerd): runc gives the container a fresh, empty
+            # network namespace (loopback only) by itself. ~85 ms of every start. network_mode "none" stays
+            # as the fallback for a daemon that ignored the flag.
+            network_disabled=True,
             host_config=host_config,
         )
         self.container = created["Id"]
