@@ -14,6 +14,7 @@ raise the budget and rerun to continue.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import time
@@ -31,6 +32,7 @@ from agentkd.core.tasks import load_tasks
 from agentkd.core.types import Provenance, Task, Trajectory
 
 log = logging.getLogger(__name__)
+_YamlDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml when built with it: same output, ~5x faster
 
 
 def finished_keys(path: Path) -> set[tuple[str, int]]:
@@ -106,7 +108,8 @@ async def collect_async(cfg: CollectConfig, out_dir: str | Path, *, progress: bo
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump({"collect": cfg.model_dump(mode="json")}, sort_keys=False))
+    (out / "config.yaml").write_text(yaml.dump({"collect": cfg.model_dump(mode="json")}, Dumper=_YamlDumper,
+                                               sort_keys=False))
     tasks = load_tasks(cfg.tasks)
     seen: set[str] = set()
     for t in tasks:
@@ -139,6 +142,11 @@ async def collect_async(cfg: CollectConfig, out_dir: str | Path, *, progress: bo
     state = {"done": 0, "failed": 0, "budget_stop": False}
     sem = asyncio.Semaphore(cfg.concurrency)
     bar = _Progress(len(todo), progress)
+    # Everything alive now (imported modules, configs, clients) lives as long as the run: keep it out of
+    # the cyclic GC's full collections, each of which would otherwise rescan the whole heap and stall all
+    # episodes at once (~50 ms per full collection on the 64-episode bench). Unfrozen when the run ends,
+    # so nothing is kept alive for longer than without this.
+    gc.freeze()
     t_start = time.perf_counter()
 
     def info() -> str:
@@ -172,12 +180,13 @@ async def collect_async(cfg: CollectConfig, out_dir: str | Path, *, progress: bo
                 await loop.run_in_executor(executor, failed.append, traj)
             else:
                 state["done"] += 1
-                await loop.run_in_executor(executor, store.append, traj)
+                store.append(traj)  # one non-durable write() of one line: cheaper inline than a thread hop
             bar.update(state["done"] + state["failed"], info())
 
     try:
         await asyncio.gather(*(episode(t, s) for t, s in todo))
     finally:
+        gc.unfreeze()
         bar.close()
         executor.shutdown(wait=True)
         pool.close()

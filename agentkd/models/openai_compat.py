@@ -1,17 +1,56 @@
-"""OpenAI-compatible servers (vLLM, SGLang, `agentkd serve`, ...) through the stock `openai` client.
+"""OpenAI-compatible servers (vLLM, SGLang, `agentkd serve`, ...) over a plain aiohttp session.
 
-`load_model` picks this for `openai/NAME` with an `api_base`: it costs about a third of litellm's
-per-request CPU, which matters when a fast local server is driven at high concurrency. Prefill is sent
-the vLLM way (`continue_final_message=true, add_generation_prompt=false`). Cost comes from the recipe's
-prices (a self-hosted model has no list price); other providers go through `LiteLLMModel`.
+`load_model` picks this for `openai/NAME` with an `api_base`. A chat completion is one JSON POST to
+`{api_base}/chat/completions`; aiohttp (C HTTP parser, a keep-alive pool that does not rescan every
+connection per request) costs a fraction of the stock `openai` client's per-request CPU (whose request
+transform and httpx connection pool dominated a 64-way collection profile), which matters when a fast
+local server is driven at high concurrency. Prefill is sent the vLLM way (`continue_final_message=true,
+add_generation_prompt=false`). Cost comes from the recipe's prices (a self-hosted model has no list
+price); other providers go through `LiteLLMModel`.
+
+Errors map like `agentkd.models.api.to_model_error`: 429, 5xx, timeouts, connection errors and bodies
+that are not a chat completion are retryable `ModelError`s (with `status` and `Retry-After`); other
+HTTP errors are not. This client never retries on its own (`RetryingModel` does, and counts).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
 
-from agentkd.models.api import to_model_error
 from agentkd.models.base import ChatModel, Completion, ModelError, Usage, truncate_at_stop
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _env_proxy(url: str) -> str | None:
+    """The proxy that HTTP(S)_PROXY / NO_PROXY choose for `url` (as httpx's and requests' trust_env do)."""
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return proxy
+
+
+def _error_message(status: int, body: bytes) -> str:
+    try:
+        err = json.loads(body)
+        msg = err.get("error", err) if isinstance(err, dict) else err
+        msg = msg.get("message", msg) if isinstance(msg, dict) else msg
+    except ValueError:
+        msg = body[:200].decode("utf-8", "replace")
+    return f"HTTP {status}: {msg}"
 
 
 class OpenAICompatModel(ChatModel):
@@ -19,45 +58,101 @@ class OpenAICompatModel(ChatModel):
 
     def __init__(self, model: str, *, api_base: str, api_key: str | None = None, timeout_s: float = 120.0,
                  prefill: str = "auto", extra: dict[str, Any] | None = None):
-        from openai import AsyncOpenAI
-
         self.name = model
         self.served_name = model.removeprefix("openai/")
         self.api_base = api_base
         self.supports_prefill = prefill != "no"
         self.extra = dict(extra or {})
-        self._client = AsyncOpenAI(base_url=api_base, api_key=api_key or "EMPTY", timeout=timeout_s, max_retries=0)
+        self.timeout_s = timeout_s
+        self._url = api_base.rstrip("/") + "/chat/completions"
+        self._headers = {"Authorization": f"Bearer {api_key or 'EMPTY'}", "Content-Type": "application/json",
+                         "Accept": "application/json"}
+        self._proxy = _env_proxy(self._url)
+        self._session: Any = None
+        self._session_loop: asyncio.AbstractEventLoop | None = None
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.name, "provider": self.provider, "api_base": self.api_base}
 
-    async def _generate(self, messages, *, n, temperature, top_p, max_tokens, stop, seed, prefill):
-        msgs = list(messages)
-        kw: dict[str, Any] = {"n": n, **self.extra}
+    def _get_session(self) -> Any:
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session_loop is not loop or self._session.closed:
+            import aiohttp
+
+            # one session per event loop (a model object may outlive an asyncio.run); no connection cap:
+            # RateLimitedModel bounds the requests in flight. The proxy environment is read once (in
+            # __init__), not per request as trust_env=True would (it re-reads ~/.netrc on every call)
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s))
+            self._session_loop = loop
+        return self._session
+
+    def _body(self, messages, *, n, temperature, top_p, max_tokens, stop, seed, prefill) -> dict[str, Any]:
+        extra = dict(self.extra)
+        extra_body = extra.pop("extra_body", None) or {}
+        body: dict[str, Any] = {"messages": list(messages), "model": self.served_name, "n": n, **extra}
         for key, value in (("temperature", temperature), ("top_p", top_p), ("max_tokens", max_tokens),
                            ("stop", stop), ("seed", seed)):
             if value is not None:
-                kw[key] = value
+                body[key] = value
         if prefill:
-            msgs.append({"role": "assistant", "content": prefill})
-            kw["extra_body"] = {**kw.get("extra_body", {}), "continue_final_message": True,
-                                "add_generation_prompt": False}
+            body["messages"].append({"role": "assistant", "content": prefill})
+            extra_body = {**extra_body, "continue_final_message": True, "add_generation_prompt": False}
+        body.update(extra_body)
+        return body
+
+    async def _generate(self, messages, *, n, temperature, top_p, max_tokens, stop, seed, prefill):
+        import aiohttp
+
+        data = _dumps(self._body(messages, n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                                 stop=stop, seed=seed, prefill=prefill)).encode()
         try:
-            resp = await self._client.chat.completions.create(model=self.served_name, messages=msgs, **kw)
-        except Exception as e:
-            raise to_model_error(e) from e
-        if not getattr(resp, "choices", None):
+            async with self._get_session().post(self._url, data=data, headers=self._headers,
+                                               proxy=self._proxy) as resp:
+                raw = await resp.read()
+                status = resp.status
+                retry_after = _retry_after(resp.headers.get("Retry-After"))
+        except (asyncio.TimeoutError, TimeoutError) as e:
+            raise ModelError(f"APITimeoutError: no response within {self.timeout_s}s", retryable=True) from e
+        except aiohttp.ClientError as e:
+            raise ModelError(f"APIConnectionError: {type(e).__name__}: {e}", retryable=True) from e
+        if status >= 400:
+            raise ModelError(_error_message(status, raw), retryable=status in (408, 429) or status >= 500,
+                             retry_after=retry_after, status=status)
+        try:
+            resp_obj = json.loads(raw)
+        except ValueError as e:
+            raise ModelError(f"JSONDecodeError: response is not JSON ({len(raw)} bytes)", retryable=True,
+                             status=status) from e
+        return self._completions(resp_obj, stop)
+
+    @staticmethod
+    def _completions(resp: Any, stop: list[str] | None) -> list[Completion]:
+        choices = resp.get("choices") if isinstance(resp, dict) else None
+        if not choices or not isinstance(choices, list):
             raise ModelError("response has no choices", retryable=True)
-        prompt = int(getattr(resp.usage, "prompt_tokens", 0) or 0) if resp.usage else 0
-        total_out = int(getattr(resp.usage, "completion_tokens", 0) or 0) if resp.usage else 0
+        usage = resp.get("usage") or {}
+        try:
+            prompt = int(usage.get("prompt_tokens") or 0)
+            total_out = int(usage.get("completion_tokens") or 0)
+        except (AttributeError, TypeError, ValueError):
+            prompt = total_out = 0
         out = []
-        for ch in resp.choices:
-            if ch.message is None or ch.message.content is None:
+        for ch in choices:
+            message = ch.get("message") if isinstance(ch, dict) else None
+            content = message.get("content") if isinstance(message, dict) else None
+            if not isinstance(content, str):
                 raise ModelError("a choice has no message content", retryable=True)
-            text, _ = truncate_at_stop(ch.message.content, stop)
-            out.append(Completion(text=text, finish_reason=ch.finish_reason or "stop",
-                                  usage=Usage(prompt_tokens=prompt, completion_tokens=total_out // len(resp.choices))))
+            text, _ = truncate_at_stop(content, stop)
+            out.append(Completion(text=text, finish_reason=ch.get("finish_reason") or "stop",
+                                  usage=Usage(prompt_tokens=prompt, completion_tokens=total_out // len(choices))))
         return out
 
     async def aclose(self) -> None:
-        await self._client.close()
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            try:
+                await session.close()
+            except RuntimeError:  # created on an event loop that is gone
+                pass
