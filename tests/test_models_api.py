@@ -12,8 +12,16 @@ from agentkd.models.api import LiteLLMModel
 from agentkd.models.openai_compat import OpenAICompatModel
 from agentkd.models.standin import StandinServer
 
+
+def _via_aiohttp(m: OpenAICompatModel) -> OpenAICompatModel:
+    m._plain = None  # the path for https / proxied endpoints
+    return m
+
+
 PROVIDERS = [pytest.param(lambda url, **kw: LiteLLMModel("openai/standin", api_base=url, **kw), id="litellm"),
-             pytest.param(lambda url, **kw: OpenAICompatModel("openai/standin", api_base=url, **kw), id="openai")]
+             pytest.param(lambda url, **kw: OpenAICompatModel("openai/standin", api_base=url, **kw), id="openai"),
+             pytest.param(lambda url, **kw: _via_aiohttp(OpenAICompatModel("openai/standin", api_base=url, **kw)),
+                          id="openai-aiohttp")]
 
 MSG = [{"role": "system", "content": "Think step by step."}, {"role": "user", "content": "Task: 2+2?"}]
 
@@ -82,3 +90,71 @@ def test_unknown_embedded_model_is_a_config_error():
 
     with pytest.raises(ConfigError, match="unknown embedded model 'nope'"):
         load_model("embedded:nope")
+
+
+def _reply(text: str) -> bytes:
+    import json
+
+    return json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                    "finish_reason": "stop"}],
+                       "usage": {"prompt_tokens": 3, "completion_tokens": 2}}).encode()
+
+
+@pytest.mark.parametrize("framing", ["chunked", "until-close", "stale-keepalive", "drop-second"])
+async def test_plain_http_client_framings(framing):
+    """The plain-http keep-alive client: chunked bodies, bodies delimited by the server closing, and a
+    kept-alive connection the server closed (seen while idle, or only once the next request was sent:
+    that request is sent again on a fresh connection)."""
+    import asyncio
+    import json
+
+    bodies = []
+
+    async def handle(reader, writer):
+        served = 0
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            if framing == "drop-second" and served == 1:
+                writer.close()  # a keep-alive connection dropped under a request it never answered
+                return
+            served += 1
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length")))
+            bodies.append(json.loads(await reader.readexactly(length)))
+            body = _reply(f"reply {len(bodies)}")
+            if framing == "chunked":
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+                await writer.drain()
+                for part in (body[:10], body[10:]):
+                    writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+                    await writer.drain()
+                    await asyncio.sleep(0.01)
+                writer.write(b"0\r\n\r\n")
+            elif framing == "until-close":
+                writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + body)
+                await writer.drain()
+                writer.close()
+                return
+            elif framing == "drop-second":
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            else:  # answers with a length, keeps nothing alive, but does not say so
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                await writer.drain()
+                writer.close()
+                return
+            await writer.drain()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    m = OpenAICompatModel("openai/x", api_base=f"http://127.0.0.1:{port}/v1", timeout_s=5)
+    try:
+        for i in (1, 2, 3):
+            if framing == "stale-keepalive":
+                await asyncio.sleep(0.05)  # let the close reach the client's idle connection
+            [c] = await m.generate(MSG, seed=i)
+            assert c.text == f"reply {i}" and c.usage.prompt_tokens == 3
+        assert [b["seed"] for b in bodies] == [1, 2, 3] and bodies[0]["messages"] == MSG
+    finally:
+        await m.aclose()
+        server.close()
+        await server.wait_closed()
