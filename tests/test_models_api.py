@@ -39,6 +39,7 @@ async def test_request_shape_and_vllm_prefill_flags(make):
         m = make(srv.url)
         comps = await m.generate(MSG, n=2, temperature=0.3, top_p=0.9, max_tokens=17, stop=["<end_code>"], seed=5,
                                  prefill="Thought: I")
+        await m.aclose()
         body = srv.requests[-1]["body"]
     assert len(comps) == 2 and comps[0].usage.prompt_tokens > 0 and comps[0].usage.completion_tokens > 0
     assert (body["n"], body["temperature"], body["top_p"], body["max_tokens"], body["seed"]) == (2, 0.3, 0.9, 17, 5)
@@ -53,6 +54,7 @@ async def test_http_errors_become_model_errors(make):
         m = make(srv.url)
         with pytest.raises(ModelError) as e:
             await m.generate(MSG)
+        await m.aclose()
         assert len(srv.requests) == 1, "the provider must not retry on its own (RetryingModel does, and counts)"
     assert e.value.retryable and e.value.status == 429 and e.value.retry_after == 1.0
     for fault in ("timeout", "malformed", "500"):
@@ -60,6 +62,7 @@ async def test_http_errors_become_model_errors(make):
             m = make(srv.url, timeout_s=0.5)
             with pytest.raises(ModelError) as e:
                 await m.generate(MSG)
+            await m.aclose()
         assert e.value.retryable, fault
 
 
