@@ -81,6 +81,53 @@ class Backend:
         return lim
 
 
+
+class LocalProcessBackend(Backend):
+    """A sandbox that is one local process tree (bwrap, unshare, subprocess), optionally in a cgroup."""
+
+    def __init__(self, config: SandboxConfig, socket_dir: str, episodes: int = 1):
+        super().__init__(config, socket_dir, episodes)
+        self.proc: subprocess.Popen | None = None
+        self.cgroup = None  # agentkd.sandbox.cgroup.Cgroup when cgroup limits are in force
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def diagnostics(self) -> str:
+        return read_pipe_nonblocking(self.proc)
+
+    def oom_killed(self) -> bool:
+        return bool(self.cgroup and self.cgroup.oom_killed())
+
+    def signal_tree(self) -> None:
+        """Kill the sandbox's process tree (default: its root process, which takes the namespace with it)."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.kill()
+
+    def cleanup(self) -> None:
+        """Remove what the backend made on the host besides the process and cgroup."""
+
+    def kill(self) -> None:
+        if self.cgroup is not None:
+            self.cgroup.kill()
+        if self.proc is not None:
+            try:
+                self.signal_tree()
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            if self.proc.stderr:
+                self.proc.stderr.close()
+            self.proc = None
+        if self.cgroup is not None:
+            self.cgroup.remove()
+            self.cgroup = None
+        self.cleanup()
+
 def processes_of(uid: int) -> int:
     """How many processes (threads count too for RLIMIT_NPROC) run with real uid `uid` right now."""
     n = 0

@@ -17,8 +17,7 @@ import subprocess
 from agentkd.sandbox.backends import mounts
 from agentkd.sandbox.backends.base import (
     SANDBOX_ENV,
-    Backend,
-    read_pipe_nonblocking,
+    LocalProcessBackend,
     worker_command,
 )
 from agentkd.sandbox.cgroup import Cgroup
@@ -26,13 +25,11 @@ from agentkd.sandbox.cgroup import Cgroup
 _probe: dict[str, str | None] = {}  # whether bwrap works here, checked once per process
 
 
-class BwrapBackend(Backend):
+class BwrapBackend(LocalProcessBackend):
     name = "bwrap"
 
     def __init__(self, config, socket_dir, episodes: int = 1):
         super().__init__(config, socket_dir, episodes)
-        self.proc: subprocess.Popen | None = None
-        self.cgroup: Cgroup | None = None
         self._seccomp = False
 
     @classmethod
@@ -122,35 +119,6 @@ class BwrapBackend(Backend):
             pass  # bwrap failed: the start-up error surfaces through diagnostics()
         finally:
             os.close(go_w)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def diagnostics(self) -> str:
-        return read_pipe_nonblocking(self.proc)
-
-    def oom_killed(self) -> bool:
-        return bool(self.cgroup and self.cgroup.oom_killed())
-
-    def kill(self) -> None:
-        if self.cgroup is not None:
-            self.cgroup.kill()
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                try:
-                    self.proc.kill()
-                except OSError:
-                    pass
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-            if self.proc.stderr:
-                self.proc.stderr.close()
-            self.proc = None
-        if self.cgroup is not None:
-            self.cgroup.remove()
-            self.cgroup = None
 
     def isolation(self) -> dict[str, bool]:
         lim = self.cgroup.limits if self.cgroup else {}

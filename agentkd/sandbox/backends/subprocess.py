@@ -13,9 +13,8 @@ import tempfile
 from agentkd.sandbox.backends.base import (
     SANDBOX_ENV,
     WORKER_PY,
-    Backend,
+    LocalProcessBackend,
     host_python,
-    read_pipe_nonblocking,
     site_paths,
     worker_command,
 )
@@ -39,13 +38,11 @@ def _reachable_by_others(path: str) -> bool:
         return False
 
 
-class SubprocessBackend(Backend):
+class SubprocessBackend(LocalProcessBackend):
     name = "subprocess"
 
     def __init__(self, config, socket_dir, episodes: int = 1):
         super().__init__(config, socket_dir, episodes)
-        self.proc: subprocess.Popen | None = None
-        self.cgroup: Cgroup | None = None
         self.workdir: str | None = None
 
     @classmethod
@@ -91,41 +88,19 @@ class SubprocessBackend(Backend):
                                      start_new_session=True, preexec_fn=preexec if dirs else None,
                                      cwd=self.workdir)
 
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def diagnostics(self) -> str:
-        return read_pipe_nonblocking(self.proc)
-
-    def oom_killed(self) -> bool:
-        return bool(self.cgroup and self.cgroup.oom_killed())
-
-    def kill(self) -> None:
-        import shutil
-
-        if self.cgroup is not None:
-            self.cgroup.kill()
-        if self.proc is not None:
-            try:
-                os.killpg(self.proc.pid, 9)
-            except OSError:
-                pass
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-            if self.proc.stderr:
-                self.proc.stderr.close()
-            self.proc = None
-        if self.cgroup is not None:
-            self.cgroup.remove()
-            self.cgroup = None
-        if self.workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            self.workdir = None
-
     def isolation(self) -> dict[str, bool]:
         lim = self.cgroup.limits if self.cgroup else {}
         return {"network": False, "filesystem": False, "pid": False, "memory": True,
                 "memory_cgroup": bool(lim.get("memory")), "procs_cgroup": bool(lim.get("pids")),
                 "uid": os.geteuid() != 0 or self.config.uid != 0, "seccomp": False}
+
+    def signal_tree(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, 9)  # its own session: every process it started, even after it exited
+
+    def cleanup(self) -> None:
+        import shutil
+
+        if self.workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None

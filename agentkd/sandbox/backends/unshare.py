@@ -16,8 +16,7 @@ from agentkd.sandbox.backends import mounts
 from agentkd.sandbox.backends.base import (
     SANDBOX_ENV,
     WORKER_PY,
-    Backend,
-    read_pipe_nonblocking,
+    LocalProcessBackend,
     worker_command,
 )
 from agentkd.sandbox.cgroup import Cgroup
@@ -25,13 +24,11 @@ from agentkd.sandbox.cgroup import Cgroup
 _probe: dict[str, str | None] = {}  # whether unshare works here, checked once per process
 
 
-class UnshareBackend(Backend):
+class UnshareBackend(LocalProcessBackend):
     name = "unshare"
 
     def __init__(self, config, socket_dir, episodes: int = 1):
         super().__init__(config, socket_dir, episodes)
-        self.proc: subprocess.Popen | None = None
-        self.cgroup: Cgroup | None = None
         self.rootdir: str | None = None
         self._seccomp = False
 
@@ -91,43 +88,16 @@ class UnshareBackend(Backend):
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      start_new_session=True, preexec_fn=join_cgroup if dirs else None)
 
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+    def isolation(self) -> dict[str, bool]:
+        lim = self.cgroup.limits if self.cgroup else {}
+        return {"network": True, "filesystem": True, "pid": True, "memory": True,
+                "memory_cgroup": bool(lim.get("memory")), "procs_cgroup": bool(lim.get("pids")),
+                "uid": True, "seccomp": self._seccomp}
 
-    def diagnostics(self) -> str:
-        return read_pipe_nonblocking(self.proc)
-
-    def oom_killed(self) -> bool:
-        return bool(self.cgroup and self.cgroup.oom_killed())
-
-    def kill(self) -> None:
-        if self.cgroup is not None:
-            self.cgroup.kill()
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                try:
-                    self.proc.kill()  # --kill-child: the namespace's init, and with it everything inside, dies
-                except OSError:
-                    pass
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-            if self.proc.stderr:
-                self.proc.stderr.close()
-            self.proc = None
-        if self.cgroup is not None:
-            self.cgroup.remove()
-            self.cgroup = None
+    def cleanup(self) -> None:
         if self.rootdir:
             try:
                 os.rmdir(self.rootdir)
             except OSError:
                 pass
             self.rootdir = None
-
-    def isolation(self) -> dict[str, bool]:
-        lim = self.cgroup.limits if self.cgroup else {}
-        return {"network": True, "filesystem": True, "pid": True, "memory": True,
-                "memory_cgroup": bool(lim.get("memory")), "procs_cgroup": bool(lim.get("pids")),
-                "uid": True, "seccomp": self._seccomp}
