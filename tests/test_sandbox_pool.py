@@ -279,6 +279,29 @@ def test_pool_close_ends_open_episodes():
         p.acquire()
 
 
+def test_pool_close_ends_every_box_and_races_with_episode_closes():
+    """pool.close() stops all its containers at once; an episode close still running then (the collection
+    runner closes episodes in the background) ends promptly and leaves nothing behind."""
+    marker = f"agentkd-pool-boxes-{uuid.uuid4().hex}"
+    p = SandboxPool(SandboxConfig(backend="bwrap", episode_isolation="process", episodes_per_container=1))
+    with ThreadPoolExecutor(3) as ex:
+        sbs = list(ex.map(lambda _: p.acquire(), range(3)))
+    assert len({id(sb._box) for sb in sbs}) == 3  # one container each
+    for sb in sbs:
+        sb.run(f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)', "
+               f"{marker!r}])")
+    assert wait_until(lambda: len(procs_with(marker)) == 3)
+    with ThreadPoolExecutor(3) as ex:
+        closing = [ex.submit(sb.close) for sb in sbs[:2]]
+        t0 = time.monotonic()
+        p.close()
+        for f in closing:
+            f.result(timeout=10)
+    assert time.monotonic() - t0 < 5
+    assert wait_until(lambda: procs_with(marker) == [])
+    sbs[2].close()
+
+
 def test_threads_do_not_leak(pool):
     before = threading.active_count()
     for _ in range(5):

@@ -141,6 +141,7 @@ async def collect_async(cfg: CollectConfig, out_dir: str | Path, *, progress: bo
     statuses: Counter[str] = Counter()
     state = {"done": 0, "failed": 0, "budget_stop": False}
     sem = asyncio.Semaphore(cfg.concurrency)
+    closes: list = []  # episodes' sandbox.close(), run in the executor; finished (or made moot) by pool.close()
     bar = _Progress(len(todo), progress)
     # Everything alive now (imported modules, configs, clients) lives as long as the run: keep it out of
     # the cyclic GC's full collections, each of which would otherwise rescan the whole heap and stall all
@@ -171,8 +172,8 @@ async def collect_async(cfg: CollectConfig, out_dir: str | Path, *, progress: bo
                 traj = Trajectory(task=task, provenance=Provenance(sample_index=sample, seed=cfg.seed + sample))
                 traj.finish("error", f"{type(e).__name__}: {e}")
             finally:
-                if sandbox is not None:
-                    await loop.run_in_executor(executor, sandbox.close)
+                if sandbox is not None:  # off the critical path: the trajectory does not wait for it
+                    closes.append(executor.submit(sandbox.close))
             traj.provenance.api_base = cfg.teacher.api_base
             statuses[traj.status] += 1
             if traj.status == "error":
@@ -188,8 +189,13 @@ async def collect_async(cfg: CollectConfig, out_dir: str | Path, *, progress: bo
     finally:
         gc.unfreeze()
         bar.close()
-        executor.shutdown(wait=True)
+        # the pool first: in process mode it kills every container, so an episode close still running ends at
+        # once (its processes are gone with the container) instead of holding up the end of the run
         pool.close()
+        executor.shutdown(wait=True)
+        for f in closes:
+            if f.exception() is not None:
+                log.warning("closing an episode's sandbox failed: %s", f.exception())
         store.close()
         failed.close()
     wall = time.perf_counter() - t_start
