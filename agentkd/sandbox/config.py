@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -69,3 +69,10 @@ class SandboxConfig(StrictConfig):
         description="Permit the subprocess backend to run code as root (never needed when agentkd runs as root "
         "with a uid to drop to).",
     )
+
+
+def resolve_config(config: SandboxConfig | None, overrides: dict[str, Any]) -> SandboxConfig:
+    """`config` (default: a fresh `SandboxConfig`) with keyword `overrides` applied and validated."""
+    if config is None:
+        return SandboxConfig(**overrides)
+    return SandboxConfig.model_validate({**config.model_dump(), **overrides}) if overrides else config

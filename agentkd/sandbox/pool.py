@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from agentkd.sandbox.backends.base import Backend
-from agentkd.sandbox.config import SandboxConfig
+from agentkd.sandbox.config import SandboxConfig, resolve_config
 from agentkd.sandbox.protocol import Channel, ChannelClosed
 from agentkd.sandbox.sandbox import Sandbox, SandboxError, _cleanup, _locked, choose_backend
 
@@ -336,11 +336,7 @@ class SandboxPool:
 
     def __init__(self, config: SandboxConfig | None = None, tools: Mapping[str, Callable[..., Any]] | None = None,
                  *, warm: int = 2, **overrides: Any):
-        if config is None:
-            config = SandboxConfig(**overrides)
-        elif overrides:
-            config = config.model_copy(update=overrides)
-        self.config = config
+        self.config = config = resolve_config(config, overrides)
         self.tools = dict(tools or {})
         self.mode = config.episode_isolation
         self.episodes_per_container = config.episodes_per_container

@@ -17,7 +17,7 @@ from typing import Any
 
 from agentkd.sandbox.backends import AUTO_ORDER, backend_class
 from agentkd.sandbox.backends.base import Backend
-from agentkd.sandbox.config import SandboxConfig
+from agentkd.sandbox.config import SandboxConfig, resolve_config
 from agentkd.sandbox.protocol import Channel, ChannelClosed, accept_hello
 from agentkd.sandbox.result import ExecResult
 from agentkd.sandbox.worker import jsonable
@@ -72,11 +72,7 @@ class Sandbox:
 
     def __init__(self, config: SandboxConfig | None = None, tools: Mapping[str, Callable[..., Any]] | None = None,
                  **overrides: Any):
-        if config is None:
-            config = SandboxConfig(**overrides)
-        elif overrides:
-            config = config.model_copy(update=overrides)
-        self.config = config
+        self.config = config = resolve_config(config, overrides)
         self.tools = dict(tools or {})
         self.start_time_s: float | None = None  # seconds from launch to a connected worker (last start)
         self.restarts = 0
