@@ -16,6 +16,19 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_BENCH = REPO.parent / "shared" / "data" / "benchmarks"
 
 
+def procs_with(marker: str) -> list[int]:
+    """Host pids whose command line contains `marker` (to check that sandboxed processes are gone)."""
+    out = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if marker.encode() in (p / "cmdline").read_bytes():
+                    out.append(int(p.name))
+            except OSError:
+                pass
+    return out
+
+
 @pytest.fixture(scope="session")
 def shared_bench() -> Path:
     """../shared/data/benchmarks, or skip: a user's clone does not have it."""

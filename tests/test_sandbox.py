@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import procs_with
 
 from agentkd.sandbox import ExecResult, Sandbox, SandboxConfig, SandboxError
 from agentkd.sandbox.backends import backend_class
@@ -46,18 +47,6 @@ def make(backend: str, **kw) -> Sandbox:
     tools = kw.pop("tools", None)
     kw.setdefault("timeout_s", 5)
     return Sandbox(SandboxConfig(backend=backend, **kw), tools=tools)
-
-
-def host_procs_with(marker: str) -> list[int]:
-    out = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                if marker.encode() in (p / "cmdline").read_bytes():
-                    out.append(int(p.name))
-            except OSError:
-                pass
-    return out
 
 
 # -- behaviour ---------------------------------------------------------------------------------------------
@@ -382,13 +371,13 @@ def test_attack_setsid_daemon_does_not_outlive_episode(backend):
         r = sb.run(code)
         assert r.error is None, r
         deadline = time.monotonic() + 5
-        while len(host_procs_with(marker)) < 2 and time.monotonic() < deadline:
+        while len(procs_with(marker)) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert len(host_procs_with(marker)) == 2  # the daemons really run
+        assert len(procs_with(marker)) == 2  # the daemons really run
     deadline = time.monotonic() + 5
-    while host_procs_with(marker) and time.monotonic() < deadline:
+    while procs_with(marker) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert host_procs_with(marker) == []
+    assert procs_with(marker) == []
 
 
 def test_attack_api_key_not_visible(backend, monkeypatch):

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from conftest import procs_with
 
 from agentkd.sandbox import Sandbox, SandboxConfig, SandboxPool
 from agentkd.sandbox.backends import backend_class
@@ -38,18 +39,6 @@ def pool():
                         episodes_per_container=8)
     with SandboxPool(cfg, tools={"lookup": lookup, "refuse": refuse}) as p:
         yield p
-
-
-def procs_with(marker: str) -> list[int]:
-    out = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                if marker.encode() in (p / "cmdline").read_bytes():
-                    out.append(int(p.name))
-            except OSError:
-                pass
-    return out
 
 
 def wait_until(cond, timeout: float = 5.0) -> bool:
