@@ -33,7 +33,7 @@ def _unavailable(name: str) -> str | None:
     return backend_class(name).unavailable(SandboxConfig(backend=name))
 
 
-@pytest.fixture(scope="module", params=["bwrap", "unshare", "docker"])
+@pytest.fixture(scope="module", params=["bwrap", "unshare", "forkserver", "docker"])
 def backend(request) -> str:
     name = request.param
     reason = _unavailable(name)
@@ -200,7 +200,7 @@ def test_isolation_report(backend):
         assert sb.start_time_s is not None and sb.start_time_s < 5
 
 
-@pytest.fixture(scope="module", params=["bwrap", "unshare"])
+@pytest.fixture(scope="module", params=["bwrap", "unshare", "forkserver"])
 def local_backend(request) -> str:
     """Backends that load agentkd's own seccomp filter (Docker applies the daemon's profile)."""
     reason = _unavailable(request.param)
@@ -400,10 +400,12 @@ def test_host_stays_healthy_after_attacks(backend):
         assert sb.run("sum(range(10))").value == "45"
 
 
-def test_auto_falls_back_to_bwrap_without_docker():
-    if _unavailable("bwrap"):
-        pytest.skip(f"bwrap backend unavailable: {_unavailable('bwrap')}")
-    assert Sandbox(SandboxConfig(docker_host="unix:///nonexistent/docker.sock")).backend == "bwrap"
+def test_auto_falls_back_to_forkserver_or_bwrap_without_docker():
+    expected = "forkserver" if not _unavailable("forkserver") else "bwrap"
+    if _unavailable(expected):
+        pytest.skip(f"{expected} backend unavailable: {_unavailable(expected)}")
+    assert os.geteuid() == 0 or expected == "bwrap"  # a normal user never gets the fork server
+    assert Sandbox(SandboxConfig(docker_host="unix:///nonexistent/docker.sock")).backend == expected
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the refusal concerns agentkd running as root")

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from agentkd.core.config import StrictConfig
 
-BackendName = Literal["auto", "docker", "bwrap", "unshare", "subprocess"]
+BackendName = Literal["auto", "docker", "forkserver", "bwrap", "unshare", "subprocess"]
 EpisodeIsolation = Literal["container", "process"]
 
 

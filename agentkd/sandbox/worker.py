@@ -713,10 +713,19 @@ def main(argv: list[str]) -> None:
         if os.read(cfg["go_fd"], 1) != b"g":
             raise SystemExit("agentkd worker: the host did not confirm the sandbox's cgroup")
         os.close(cfg["go_fd"])
+    serve(cfg, token)
+
+
+def serve(cfg: dict, token: str, after_drop=None) -> None:
+    """The sandbox's start sequence once cfg and token are known (every local backend, and the forkserver's
+    forked sandboxes): build the root, apply limits, drop privileges (then `after_drop()`), load seccomp,
+    fork kernel 0 and stay as the launcher that reaps orphans. Never returns."""
     if cfg.get("fs"):
         _setup_fs(cfg["fs"])
     _apply_limits(cfg)
     _drop_privileges(cfg)
+    if after_drop is not None:
+        after_drop()
     if cfg.get("seccomp"):
         _install_seccomp(bytes.fromhex(cfg["seccomp"]))
     sys.path[:0] = [p for p in cfg.get("paths", []) if p not in sys.path]
@@ -742,6 +751,222 @@ def main(argv: list[str]) -> None:
             os._exit(0)
         except InterruptedError:
             continue
+
+
+# -- fork server: the forkserver backend's zygote ---------------------------------------------------------
+# A pristine, pre-imported worker that never runs user code and holds no secrets (its memory is what every
+# sandbox starts from). Each ``spawn`` request (host -> server: {"op": "spawn"} with two fds: the write end of
+# the sandbox's stderr pipe and the read end of a pipe carrying the sandbox's cfg) forks::
+#
+#     server ── A (own session; joins the sandbox's cgroup; unshares mount/pid/net/ipc/uts; holds no user state)
+#                 └─ B = pid 1 of the new pid namespace: `serve(cfg, token)` exactly like the unshare backend
+#
+# and answers {"pid": A} with a pidfd of A. The cfg and token travel to A over its own pipe, so they never
+# enter the server's memory (another sandbox forked later would inherit it). Killing A (SIGKILL) kills B
+# (parent-death signal) and so its whole pid namespace; SIGTERM makes A kill B and wait until the namespace
+# is gone before it exits. The server exits when the host's end of its socket closes, killing every A.
+
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = (
+    0x00020000, 0x04000000, 0x08000000, 0x20000000, 0x40000000)
+SANDBOX_NAMESPACES = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID | CLONE_NEWNET
+MS_PRIVATE = 1 << 18
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int | None = None) -> None:
+    """SIGKILL this process when its parent exits; exit now if `parent` already has."""
+    if _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        os._exit(1)
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)
+
+
+def _enter_namespaces() -> None:
+    """New mount, pid (for the children), net, ipc and uts namespaces; mounts private from here on."""
+    import ctypes
+
+    libc = _libc()
+    if libc.unshare(SANDBOX_NAMESPACES) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"unshare: {os.strerror(err)}")
+    if libc.mount(b"none", b"/", None, ctypes.c_ulong(MS_REC | MS_PRIVATE), None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"making / private: {os.strerror(err)}")
+
+
+def _reap_children(*_args) -> None:
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
+
+
+def forkserver_main(argv: list[str]) -> None:
+    """Run the fork server. argv[1]: JSON {"fd": its socket, "parent": host pid, "pdeathsig": bool}."""
+    boot = json.loads(argv[1])
+    if boot.get("pdeathsig"):
+        _die_with_parent(boot["parent"])
+    import socket
+
+    sock = socket.socket(fileno=boot["fd"])
+    try:
+        # everything a sandbox needs before and during its first run, imported once here
+        import _socket  # noqa: F401
+        import ast  # noqa: F401
+        import ctypes  # noqa: F401
+        import linecache  # noqa: F401
+        import platform
+        import resource  # noqa: F401
+        import select  # noqa: F401
+        import traceback  # noqa: F401
+
+        platform.machine()  # cached: _setup_fs asks for it
+        _libc()
+        pid = os.fork()  # probe: can this host make the namespaces?
+        if pid == 0:
+            try:
+                _enter_namespaces()
+                os._exit(0)
+            except BaseException as e:
+                os.write(2, f"{e}\n".encode())
+                os._exit(1)
+        status = os.waitpid(pid, 0)[1]
+        if status != 0:
+            raise OSError(f"cannot create the sandbox namespaces here (status {status})")
+    except BaseException as e:
+        sock.sendall(encode({"op": "error", "error": f"{type(e).__name__}: {e}"}))
+        os._exit(1)
+    signal.signal(signal.SIGCHLD, _reap_children)
+    import gc
+
+    gc.collect()
+    gc.freeze()  # the cyclic GC leaves these objects alone in the sandboxes: fewer copy-on-write faults
+    sock.sendall(encode({"op": "ready", "pid": os.getpid()}))
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 2)
+    os.close(null)
+    me = os.getpid()
+    while True:
+        _reap_children()
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(sock, 4096, 4)
+        except OSError:
+            os._exit(0)
+        if not data:
+            os._exit(0)  # the host is gone (or closed us): every sandbox dies with this process
+        try:
+            (n,) = HDR.unpack(data[:4])
+            while len(data) < 4 + n:
+                more = sock.recv(4 + n - len(data))
+                if not more:
+                    os._exit(0)
+                data += more
+            op = json.loads(data[4:4 + n]).get("op")
+        except (ValueError, struct.error, AttributeError):
+            op = None
+        if op != "spawn" or len(fds) != 2:
+            for fd in fds:
+                os.close(fd)
+            sock.sendall(encode({"error": f"bad request {op!r} with {len(fds)} fds"}))
+            continue
+        # SIGCHLD stays blocked until the pidfd is open: A cannot be reaped (and its pid reused) before
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+        try:
+            pid = os.fork()
+            if pid == 0:
+                _sandbox_parent(sock, fds, me)
+            pidfd = os.pidfd_open(pid)
+        except OSError as e:
+            sock.sendall(encode({"error": f"fork failed: {e}"}))
+            continue
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+            for fd in fds:
+                os.close(fd)
+        try:
+            socket.send_fds(sock, [encode({"pid": pid})], [pidfd])
+        except OSError:
+            os._exit(0)
+        finally:
+            os.close(pidfd)
+
+
+def _sandbox_parent(sock, fds: list[int], server: int) -> None:
+    """Child A of the fork server (see above). Never returns."""
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        sock.detach()
+        err_w, cfg_r = fds
+        os.dup2(err_w, 2)
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(null, 1)
+        chunks = []
+        while True:
+            chunk = os.read(cfg_r, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.closerange(3, 1 << 30)  # the server's socket and every other inherited fd
+        os.setsid()
+        _die_with_parent(server)
+        req = json.loads(b"".join(chunks)[4:])
+        me = str(os.getpid()).encode()
+        for path in req.get("cgroup_procs") or ():  # before any fork: all the sandbox starts is inside
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.write(fd, me)
+            finally:
+                os.close(fd)
+        _enter_namespaces()
+        alive_r, alive_w = os.pipe()  # B reads EOF here once A is gone
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, signal.SIGTERM})
+        pid = os.fork()
+        if pid == 0:
+            os.close(alive_w)
+            _sandbox_init(req["cfg"], req.get("token", ""), alive_r)
+        os.close(alive_r)
+        while True:
+            sig = signal.sigwait({signal.SIGCHLD, signal.SIGTERM})
+            if sig == signal.SIGTERM:  # the host closes the sandbox: kill it, wait until its namespace is gone
+                os.kill(pid, signal.SIGKILL)
+            done, status = os.waitpid(pid, 0 if sig == signal.SIGTERM else os.WNOHANG)
+            if done:
+                os._exit(0 if status == 0 else 1)
+    except BaseException:
+        try:
+            import traceback
+
+            traceback.print_exc()
+            sys.stderr.flush()
+        finally:
+            os._exit(1)
+
+
+def _sandbox_init(cfg: dict, token: str, alive_r: int) -> None:
+    """Child B: pid 1 of the sandbox's pid namespace. Never returns."""
+    try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        _die_with_parent()
+
+        def rearm() -> None:  # setuid cleared the parent-death signal: set it again, then check A still lives
+            import select
+
+            _die_with_parent()
+            if select.select([alive_r], [], [], 0)[0]:
+                os._exit(1)
+            os.close(alive_r)
+
+        serve(cfg, token, rearm)
+    except BaseException:
+        try:
+            import traceback
+
+            traceback.print_exc()
+            sys.stderr.flush()
+        finally:
+            os._exit(1)
 
 
 if __name__ == "__main__":

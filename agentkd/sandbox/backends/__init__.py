@@ -18,6 +18,10 @@ def backend_class(name: str) -> type[Backend]:
         from agentkd.sandbox.backends.unshare import UnshareBackend
 
         return UnshareBackend
+    if name == "forkserver":
+        from agentkd.sandbox.backends.forkserver import ForkserverBackend
+
+        return ForkserverBackend
     if name == "subprocess":
         from agentkd.sandbox.backends.subprocess import SubprocessBackend
 
@@ -25,4 +29,4 @@ def backend_class(name: str) -> type[Backend]:
     raise ValueError(f"unknown sandbox backend {name!r}")
 
 
-AUTO_ORDER = ("docker", "bwrap", "unshare", "subprocess")
+AUTO_ORDER = ("docker", "forkserver", "bwrap", "unshare", "subprocess")

@@ -57,22 +57,10 @@ class UnshareBackend(LocalProcessBackend):
         return None
 
     def start(self, worker_cfg: dict, token: str) -> None:
-        from agentkd.sandbox import seccomp
-
-        c = self.config
-        root = os.geteuid() == 0
         self.cgroup = Cgroup.create(*self.tree_limits())
         self.rootdir = tempfile.mkdtemp(prefix="agentkd-root-")
-        exe, ops, paths = mounts.plan(c, self.socket_dir)
-        prog = seccomp.build()
-        self._seccomp = prog is not None
-        cfg = {**worker_cfg, "socket": f"{mounts.SOCKET_DIR}/ctl.sock", "workdir": mounts.WORKDIR,
-               "paths": paths + worker_cfg.get("paths", []), "fs": [("root", self.rootdir), *ops],
-               "seccomp": prog.hex() if prog else None,
-               "uid": c.uid if root else None, "gid": c.gid if root else None,
-               "allow_root": not root,  # as a normal user, "root" is that user mapped in a user namespace
-               "rlimits": self.rlimits(self.cgroup.limits if self.cgroup else {})}
-        dirs = [str(d / "cgroup.procs") for d in self.cgroup.dirs] if self.cgroup else []
+        exe, cfg, self._seccomp = namespace_worker_cfg(self, worker_cfg, self.rootdir)
+        dirs = cgroup_procs(self.cgroup)
 
         def join_cgroup() -> None:  # between fork and exec: raw syscalls only
             pid = str(os.getpid()).encode()
@@ -89,10 +77,7 @@ class UnshareBackend(LocalProcessBackend):
                                      start_new_session=True, preexec_fn=join_cgroup if dirs else None)
 
     def isolation(self) -> dict[str, bool]:
-        lim = self.cgroup.limits if self.cgroup else {}
-        return {"network": True, "filesystem": True, "pid": True, "memory": True,
-                "memory_cgroup": bool(lim.get("memory")), "procs_cgroup": bool(lim.get("pids")),
-                "uid": True, "seccomp": self._seccomp}
+        return namespace_isolation(self.cgroup, self._seccomp)
 
     def cleanup(self) -> None:
         if self.rootdir:
@@ -101,3 +86,33 @@ class UnshareBackend(LocalProcessBackend):
             except OSError:
                 pass
             self.rootdir = None
+
+
+def namespace_worker_cfg(backend: LocalProcessBackend, worker_cfg: dict, rootdir: str) -> tuple[str, dict, bool]:
+    """(interpreter, worker cfg, seccomp active) for a worker that builds its own root at `rootdir` (unshare and
+    forkserver backends): mount plan, seccomp filter, sandbox uid and rlimits. Call after the cgroup exists."""
+    from agentkd.sandbox import seccomp
+
+    c = backend.config
+    root = os.geteuid() == 0
+    exe, ops, paths = mounts.plan(c, backend.socket_dir)
+    prog = seccomp.build()
+    cfg = {**worker_cfg, "socket": f"{mounts.SOCKET_DIR}/ctl.sock", "workdir": mounts.WORKDIR,
+           "paths": paths + worker_cfg.get("paths", []), "fs": [("root", rootdir), *ops],
+           "seccomp": prog.hex() if prog else None,
+           "uid": c.uid if root else None, "gid": c.gid if root else None,
+           "allow_root": not root,  # as a normal user, "root" is that user mapped in a user namespace
+           "rlimits": backend.rlimits(backend.cgroup.limits if backend.cgroup else {})}
+    return exe, cfg, prog is not None
+
+
+def cgroup_procs(cgroup: Cgroup | None) -> list[str]:
+    """The cgroup.procs files a sandbox's first process writes its pid to."""
+    return [str(d / "cgroup.procs") for d in cgroup.dirs] if cgroup else []
+
+
+def namespace_isolation(cgroup: Cgroup | None, seccomp_on: bool) -> dict[str, bool]:
+    lim = cgroup.limits if cgroup else {}
+    return {"network": True, "filesystem": True, "pid": True, "memory": True,
+            "memory_cgroup": bool(lim.get("memory")), "procs_cgroup": bool(lim.get("pids")),
+            "uid": True, "seccomp": seccomp_on}

@@ -1,0 +1,161 @@
+"""The forkserver backend specifically: namespaces per sandbox, a clean fork server, restarts, and that nothing
+a sandbox started outlives it, with or without a cgroup. (The behaviour and attack suite in test_sandbox.py
+runs on it too.)"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import procs_with
+
+from agentkd.sandbox import Sandbox, SandboxConfig
+from agentkd.sandbox.backends import backend_class
+from agentkd.sandbox.backends import forkserver as fs
+
+_why = backend_class("forkserver").unavailable(SandboxConfig(backend="forkserver"))
+pytestmark = pytest.mark.skipif(_why is not None, reason=f"forkserver backend unavailable: {_why}")
+
+NS = ("pid", "mnt", "net", "ipc", "uts")
+READ_NS = "import os\n{k: os.stat(f'/proc/self/ns/{k}').st_ino for k in " + repr(NS) + "}"
+
+
+def make(**kw) -> Sandbox:
+    kw.setdefault("timeout_s", 5)
+    return Sandbox(SandboxConfig(backend="forkserver", **kw))
+
+
+def namespaces(sb: Sandbox) -> dict[str, int]:
+    r = sb.run(READ_NS)
+    assert r.error is None, r
+    return eval(r.value)  # a dict of ints, printed by our own code
+
+
+def procs_in_pid_ns(inode: int) -> list[int]:
+    """Host pids of live processes in the pid namespace with this inode."""
+    out = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if os.stat(p / "ns" / "pid").st_ino == inode:
+                    out.append(int(p.name))
+            except OSError:
+                pass
+    return out
+
+
+def wait_until(cond, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_sandboxes_get_their_own_namespaces_and_files():
+    host = {k: os.stat(f"/proc/self/ns/{k}").st_ino for k in NS}
+    with make() as a, make() as b:
+        na, nb = namespaces(a), namespaces(b)
+        for k in NS:
+            assert na[k] != nb[k] and na[k] != host[k] and nb[k] != host[k], (k, na, nb, host)
+        assert a.run("open('/work/mine.txt', 'w').write('a')\nopen('/tmp/t.txt', 'w').write('a')").error is None
+        r = b.run("import os\n(os.path.exists('/work/mine.txt'), os.path.exists('/tmp/t.txt'), os.listdir('/work'))")
+        assert r.value == "(False, False, [])", r
+        assert a.run("open('/work/mine.txt').read()").value == "'a'"
+        assert a.run("import os\n(os.getpid(), os.getuid() != 0)").value == "(2, True)"  # launcher is pid 1
+
+
+def test_fork_server_and_sandboxes_hold_no_host_secrets(monkeypatch):
+    fs.stop_servers()  # the next start launches a new server, while the key is set
+    monkeypatch.setenv("AGENTKD_FS_TEST_API_KEY", "sk-forkserver-secret")
+    with make() as sb:
+        pid = fs.server_pid()
+        assert pid is not None
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        assert b"sk-forkserver-secret" not in environ and b"_API_KEY" not in environ
+        assert b"PATH=" in environ  # it has the sandbox environment
+        r = sb.run("import os\n[k for k in os.environ if k.endswith('_API_KEY') or 'TOKEN' in k]")
+        assert r.value == "[]"
+        r = sb.run("import os\nos.listdir('/proc/self/fd')")  # nothing of the server's leaks in
+        assert r.error is None and sorted(eval(r.value)) <= ["0", "1", "2", "3", "4", "5", "6", "7"], r
+
+
+def test_killed_fork_server_is_replaced():
+    with make() as sb:
+        old = fs.server_pid()
+        assert old is not None
+        os.kill(old, signal.SIGKILL)
+        assert wait_until(lambda: sb._impl is not None and not sb._impl.alive())  # its sandboxes die with it
+        with make() as sb2:  # the next start gets a new server
+            assert sb2.run("6 * 7").value == "42"
+            new = fs.server_pid()
+            assert new is not None and new != old
+        r = sb.run("1 + 1")  # the dead sandbox restarts on the new server
+        assert r.restarted and sb.run("1 + 1").value == "2"
+
+
+DAEMONS = ("import subprocess, sys, os\n"
+           "subprocess.Popen([sys.executable, '-c', 'import time\\nwhile True: time.sleep(1)', {m!r}],"
+           " start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+           "if os.fork() == 0:\n    os.setsid()\n    os.execv(sys.executable, [sys.executable, '-c',"
+           " 'import time\\ntime.sleep(600)', {m!r}])")
+
+
+def _start_daemons(sb: Sandbox) -> tuple[str, int]:
+    marker = f"agentkd-fs-daemon-{uuid.uuid4().hex}"
+    ns = namespaces(sb)["pid"]
+    assert sb.run(DAEMONS.format(m=marker)).error is None
+    assert wait_until(lambda: len(procs_with(marker)) == 2)
+    assert len(procs_in_pid_ns(ns)) >= 4  # launcher, kernel, two daemons
+    return marker, ns
+
+
+@pytest.mark.parametrize("cgroup", [True, False])
+def test_close_leaves_no_process(cgroup, monkeypatch):
+    if not cgroup:
+        monkeypatch.setattr(fs.Cgroup, "create", classmethod(lambda cls, *a, **k: None))
+    sb = make()
+    sb.start()
+    assert sb.isolation()["memory_cgroup"] is (cgroup and sb._impl.cgroup is not None)
+    first = sb._impl.proc.pid
+    marker, ns = _start_daemons(sb)
+    sb.close()
+    # close is synchronous: the first process exits only once the namespace is empty
+    assert procs_in_pid_ns(ns) == [] and procs_with(marker) == []
+    assert not Path(f"/proc/{first}/ns").exists() or wait_until(lambda: not Path(f"/proc/{first}/ns").exists())
+
+
+def test_killing_the_first_process_kills_the_namespace_without_cgroup(monkeypatch):
+    # the parent-death chain alone: SIGKILL to the sandbox's first process, no cgroup, no SIGTERM path
+    monkeypatch.setattr(fs.Cgroup, "create", classmethod(lambda cls, *a, **k: None))
+    with make() as sb:
+        marker, ns = _start_daemons(sb)
+        sb._impl.proc.kill()
+        assert wait_until(lambda: procs_in_pid_ns(ns) == [] and procs_with(marker) == [])
+        r = sb.run("1 + 1")
+        assert r.restarted and sb.run("2 + 2").value == "4"
+
+
+def test_start_failure_is_reported(monkeypatch):
+    # a sandbox whose root cannot be built exits at once: the error it printed reaches the host
+    from agentkd.sandbox import SandboxError
+
+    orig = fs.namespace_worker_cfg
+
+    def bad_root(backend, worker_cfg, rootdir):
+        exe, cfg, on = orig(backend, worker_cfg, rootdir)
+        return exe, {**cfg, "fs": [("root", "/nonexistent-agentkd-root"), *cfg["fs"][1:]]}, on
+
+    monkeypatch.setattr(fs, "namespace_worker_cfg", bad_root)
+    sb = make(start_timeout_s=5)
+    with pytest.raises(SandboxError, match=r"(?s)exited before its worker connected.*nonexistent-agentkd-root"):
+        sb.start()
+    sb.close()
+    monkeypatch.undo()
+    with make() as sb:  # the server is fine
+        assert sb.run("3").value == "3"
