@@ -102,6 +102,7 @@ class Cgroup:
         for d in self.dirs:
             _write(d / "cgroup.kill", "1")
         deadline = time.monotonic() + timeout
+        pause = 0.0005  # killed processes usually leave within a millisecond or two: poll fast, then back off
         while time.monotonic() < deadline:
             left = self.pids()
             if not left:
@@ -111,7 +112,8 @@ class Cgroup:
                     os.kill(pid, signal.SIGKILL)
                 except OSError:
                     pass
-            time.sleep(0.01)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.02)
 
     def remove(self) -> None:
         self.kill()
