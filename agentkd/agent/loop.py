@@ -119,7 +119,10 @@ async def run_episode(
             step.error = action.error
             step.observation = FORMAT_HELP
         else:
-            result = await loop.run_in_executor(executor, _run_code, sandbox, action.code, cfg.code_timeout_s)
+            if hasattr(sandbox, "arun"):  # agentkd sandboxes: the exchange runs on this loop, no thread per run
+                result = await sandbox.arun(action.code, cfg.code_timeout_s, executor=executor)
+            else:
+                result = await loop.run_in_executor(executor, _run_code, sandbox, action.code, cfg.code_timeout_s)
             step.observation = result.observation(cfg.max_observation_chars)
             step.error = result.error or ("timed out" if result.timed_out else None)
             if result.is_final:

@@ -32,6 +32,7 @@ from agentkd.core.tasks import load_tasks
 from agentkd.core.types import Provenance, Task, Trajectory
 
 log = logging.getLogger(__name__)
+_STARTERS = 2
 _YamlDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml when built with it: same output, ~5x faster
 
 
@@ -59,12 +60,25 @@ class _Prestarted:
     def run(self, code: str, timeout_s: float | None = None) -> Any:
         return self._acquired.result().run(code, timeout_s=timeout_s)
 
+    async def arun(self, code: str, timeout_s: float | None = None, *, executor: Any = None) -> Any:
+        import asyncio
+
+        sandbox = await asyncio.wrap_future(self._acquired)
+        if hasattr(sandbox, "arun"):
+            return await sandbox.arun(code, timeout_s, executor=executor)
+        return await asyncio.get_running_loop().run_in_executor(executor, sandbox.run, code, timeout_s)
+
     def close(self) -> None:
         try:
             sandbox = self._acquired.result()
         except Exception:
             return
         sandbox.close()
+
+
+def _log_close_error(f: Any) -> None:
+    if f.exception() is not None:
+        log.warning("closing an episode's sandbox failed: %s", f.exception())
 
 
 class _Progress:
@@ -134,6 +148,11 @@ async def collect_async(cfg: CollectConfig, out_dir: str | Path, *, progress: bo
     tools = build_tools(cfg.tools)
     sampling = cfg.teacher.sampling.model_dump(exclude={"seed"})
     executor = ThreadPoolExecutor(max_workers=cfg.concurrency + 2, thread_name_prefix="episode")
+    # sandbox starts and closes get a few threads of their own: 64 threads starting sandboxes at once only
+    # fight over the GIL with the event loop that is sending the first requests; a few in order finish the
+    # same work sooner (the earliest episodes, whose answers come back first, get theirs first)
+    starter = ThreadPoolExecutor(max_workers=_STARTERS, thread_name_prefix="sandbox-start")
+    closer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-close")
     # fresh per-episode sandboxes: forked from a warm template (cfg.sandbox.episode_isolation="process") or
     # one new sandbox each ("container"); see agentkd.sandbox
     pool = SandboxPool(cfg.sandbox, tools=tools)
@@ -141,7 +160,6 @@ async def collect_async(cfg: CollectConfig, out_dir: str | Path, *, progress: bo
     statuses: Counter[str] = Counter()
     state = {"done": 0, "failed": 0, "budget_stop": False}
     sem = asyncio.Semaphore(cfg.concurrency)
-    closes: list = []  # episodes' sandbox.close(), run in the executor; finished (or made moot) by pool.close()
     bar = _Progress(len(todo), progress)
     # Everything alive now (imported modules, configs, clients) lives as long as the run: keep it out of
     # the cyclic GC's full collections, each of which would otherwise rescan the whole heap and stall all
@@ -161,7 +179,7 @@ async def collect_async(cfg: CollectConfig, out_dir: str | Path, *, progress: bo
             sandbox = None
             try:
                 # the worker starts in the background while the first teacher call is in flight
-                sandbox = _Prestarted(pool, executor)
+                sandbox = _Prestarted(pool, starter)
                 traj: Trajectory = await run_episode(task, model, sandbox, tools, cfg.agent, sampling=sampling,
                                                      seed=cfg.seed + sample, sample_index=sample, executor=executor)
             except BudgetExceeded:
@@ -173,7 +191,7 @@ async def collect_async(cfg: CollectConfig, out_dir: str | Path, *, progress: bo
                 traj.finish("error", f"{type(e).__name__}: {e}")
             finally:
                 if sandbox is not None:  # off the critical path: the trajectory does not wait for it
-                    closes.append(executor.submit(sandbox.close))
+                    closer.submit(sandbox.close).add_done_callback(_log_close_error)
             traj.provenance.api_base = cfg.teacher.api_base
             statuses[traj.status] += 1
             if traj.status == "error":
@@ -189,15 +207,15 @@ async def collect_async(cfg: CollectConfig, out_dir: str | Path, *, progress: bo
     finally:
         gc.unfreeze()
         bar.close()
-        # the pool first: in process mode it kills every container, so an episode close still running ends at
-        # once (its processes are gone with the container) instead of holding up the end of the run
-        pool.close()
-        executor.shutdown(wait=True)
-        for f in closes:
-            if f.exception() is not None:
-                log.warning("closing an episode's sandbox failed: %s", f.exception())
         store.close()
         failed.close()
+        # every sandbox is killed before we return (no episode's code runs after this); waiting for their
+        # processes to exit and removing their cgroups and folders goes on in a background thread (joined
+        # at interpreter exit), as do episode closes still queued (made quick by the kill)
+        pool.close(wait=False)
+        closer.shutdown(wait=False)
+        starter.shutdown(wait=False)
+        executor.shutdown(wait=False)
     wall = time.perf_counter() - t_start
     tool_stats = cache_stats(tools) or {}
     summary = {

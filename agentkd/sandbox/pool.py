@@ -32,7 +32,7 @@ from typing import Any
 from agentkd.sandbox.backends.base import Backend
 from agentkd.sandbox.config import SandboxConfig, resolve_config
 from agentkd.sandbox.protocol import Channel, ChannelClosed
-from agentkd.sandbox.sandbox import Sandbox, SandboxError, _cleanup, _locked, choose_backend
+from agentkd.sandbox.sandbox import Sandbox, SandboxError, _cleanup, _locked, choose_backend, kill_now
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,11 @@ class _Box:
                     raise SandboxError(f"the {self.impl.name} worker did not connect within "
                                        f"{c.start_timeout_s:g}s") from None
         self.start_time_s = time.perf_counter() - t0
+
+    def kill_now(self) -> None:
+        """SIGKILL every process of this container at once; `close()` waits for them and cleans up."""
+        if self.impl is not None:
+            kill_now(self.impl)
 
     def close(self) -> None:
         self.closed = True
@@ -345,6 +350,7 @@ class SandboxPool:
         self._lock = threading.Lock()
         self._boxes: list[_Box] = []
         self._ready: collections.deque[Sandbox] = collections.deque()
+        self._out: weakref.WeakSet[Sandbox] = weakref.WeakSet()  # container mode: sandboxes handed out
         self._want = threading.Event()
         self._closed = False
         self._warmer: threading.Thread | None = None
@@ -375,24 +381,42 @@ class SandboxPool:
         sb.start()
         return sb
 
-    def close(self) -> None:
-        """Stop every warm sandbox (episodes still open lose their processes)."""
+    def close(self, wait: bool = True) -> None:
+        """Stop every sandbox the pool started, including episodes still open (they lose their processes).
+
+        `wait=False`: every process is sent SIGKILL before this returns (no code of an episode runs any
+        more), and waiting for them to exit and removing their cgroups, sockets and folders finishes in a
+        background thread, which the interpreter joins before it exits."""
         self._closed = True
         self._want.set()
         with self._lock:
             boxes, self._boxes = self._boxes, []
-            ready = list(self._ready)
+            sandboxes = [*self._ready, *self._out]
             self._ready.clear()
-        # each box's close kills and waits for its container: in parallel, not one after the other
+        if not wait:
+            for b in boxes:
+                b.kill_now()
+            for sb in sandboxes:
+                sb.kill_now()
+            threading.Thread(target=self._finish_close, args=(boxes, sandboxes), name="sandbox-pool-cleanup").start()
+            return
+        self._finish_close(boxes, sandboxes)
+
+    @staticmethod
+    def _finish_close(boxes: list[_Box], sandboxes: list[Sandbox]) -> None:
+        # each close kills and waits for its sandbox: in parallel, not one after the other
         closers = [threading.Thread(target=b.close, daemon=True, name="sandbox-pool-close") for b in boxes[1:]]
         for t in closers:
             t.start()
         if boxes:
             boxes[0].close()
+        for sb in sandboxes:
+            try:
+                sb.close()
+            except Exception as e:  # one sandbox that cannot be closed must not leave the others running
+                log.warning("closing a sandbox failed: %s", e)
         for t in closers:
             t.join()
-        for sb in ready:
-            sb.close()
 
     # -- process mode -------------------------------------------------------------------------------
     def _reserve(self) -> _Box:
@@ -426,7 +450,15 @@ class SandboxPool:
         self._want.set()
         if sb is None:
             sb = Sandbox(self.config, self.tools)
+            with self._lock:
+                self._out.add(sb)
             sb.start()
+        else:
+            with self._lock:
+                self._out.add(sb)
+        if self._closed:  # closed while this one started: it is not handed out
+            sb.close()
+            raise SandboxError("the sandbox pool is closed")
         return sb
 
     def _warm_loop(self) -> None:

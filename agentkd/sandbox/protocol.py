@@ -51,6 +51,39 @@ class Channel:
         except (ConnectionError, OSError) as e:
             raise ChannelClosed(str(e)) from None
 
+    async def arecv(self, deadline: float | None = None) -> Any:
+        """`recv` for the event loop's thread: waits without blocking it (deadline: time.monotonic)."""
+        import asyncio
+        import json
+
+        from agentkd.sandbox.worker import HDR, MAX_MSG
+
+        loop = asyncio.get_running_loop()
+
+        async def exact(n: int) -> bytes:
+            while len(self.buf) < n:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError("no answer from the worker")
+                try:
+                    chunk = await asyncio.wait_for(loop.sock_recv(self.sock, max(65536, n - len(self.buf))), left)
+                except (ConnectionError, OSError) as e:
+                    if isinstance(e, TimeoutError):
+                        raise TimeoutError("no answer from the worker") from None
+                    raise ChannelClosed(str(e)) from None
+                if not chunk:
+                    raise ChannelClosed("connection closed")
+                self.buf += chunk
+            out = bytes(self.buf[:n])
+            del self.buf[:n]
+            return out
+
+        self.sock.setblocking(False)
+        (n,) = HDR.unpack(await exact(4))
+        if n > MAX_MSG:
+            raise ChannelClosed(f"message of {n} bytes exceeds the protocol limit")
+        return json.loads((await exact(n)).decode("utf-8", "surrogatepass"))
+
     def close(self) -> None:
         try:
             self.sock.close()

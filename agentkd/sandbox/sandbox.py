@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
@@ -12,7 +13,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 from agentkd.sandbox.backends import AUTO_ORDER, backend_class
@@ -55,13 +56,35 @@ def _cleanup(impl: Backend | None, listener: socket.socket | None, sockdir: str 
         shutil.rmtree(sockdir, ignore_errors=True)
 
 
+def kill_now(impl: Backend) -> None:
+    """Send SIGKILL to every process of a sandbox without waiting for them (its `kill()` waits and cleans
+    up): everything in its cgroup, and its root process, whose namespace dies with it."""
+    import signal
+
+    cgroup = getattr(impl, "cgroup", None)
+    if cgroup is not None:
+        for pid in cgroup.pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    proc = getattr(impl, "proc", None)
+    if proc is not None:
+        try:
+            if proc.poll() is None:
+                proc.kill()
+        except Exception:  # already gone
+            pass
+
+
 def _locked(method):
     """Serialise calls on one Sandbox (it is one worker: concurrent runs would interleave on its channel)."""
-    import functools
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         with self._lock:
+            if self._async_busy:  # only the thread running an `arun` can get here: the lock is re-entrant
+                raise SandboxError(f"{method.__name__}() called while an arun() of this sandbox is waiting")
             return method(self, *args, **kwargs)
 
     return wrapper
@@ -84,6 +107,7 @@ class Sandbox:
         self._main: Channel | None = None
         self._candidates: dict[int, Channel] = {}
         self._generation = 0
+        self._async_busy = False  # an `arun` holds the lock across awaits on the loop's thread
         self._next_kid = 1
         self._listener: socket.socket | None = None
         self._sockdir: str | None = None
@@ -188,6 +212,13 @@ class Sandbox:
         self._listener = None
         self._sockdir = None
 
+    def kill_now(self) -> None:
+        """SIGKILL every process of the sandbox at once, without waiting (thread-safe; no lock): no code
+        runs in it any more. `close()` still has to be called to wait for them and clean up."""
+        impl = self._impl
+        if impl is not None:
+            kill_now(impl)
+
     # -- running code -------------------------------------------------------------------------------
     @_locked
     def run(self, code: str, timeout_s: float | None = None) -> ExecResult:
@@ -201,17 +232,57 @@ class Sandbox:
             msg = self._exchange(self._main, {"op": "run", "code": code, "soft": soft}, soft)
         except TimeoutError:
             self.restart()
-            return ExecResult(timed_out=True, restarted=True, duration_s=time.perf_counter() - t0,
-                              error=f"TimeoutError: the code ignored the soft time limit of {soft:g}s and was "
-                              f"killed after {soft + self.config.hard_timeout_grace_s:g}s; the sandbox was "
-                              "restarted and all variables were lost")
+            return self._hard_timeout_result(soft, t0)
         except ChannelClosed:
             why = self._death_reason()
             self.restart()
-            return ExecResult(restarted=True, duration_s=time.perf_counter() - t0,
-                              error=f"WorkerDied: the sandbox worker died ({why}); it was restarted and all "
-                              "variables were lost")
+            return self._died_result(why, t0)
         return self._result(msg, time.perf_counter() - t0)
+
+    async def arun(self, code: str, timeout_s: float | None = None, *, executor: Executor | None = None) -> ExecResult:
+        """`run` for asyncio code: the exchange with a started worker happens on the event loop, so many
+        concurrent episodes need no thread per run (and do not fight the loop for the GIL). Host tools,
+        starts and restarts run in `executor` (default: the loop's). One `arun` at a time per sandbox."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        if self._main is None or self._candidates or self._async_busy or not self._lock.acquire(blocking=False):
+            return await loop.run_in_executor(executor, functools.partial(self.run, code, timeout_s))
+        self._async_busy = True
+        outcome, why = "", ""
+        soft = timeout_s or self.config.timeout_s
+        t0 = time.perf_counter()
+        try:
+            ch = self._main
+            if ch is None or self._candidates:  # changed before we took the lock
+                outcome = "thread"
+            else:
+                try:
+                    msg = await self._aexchange(ch, {"op": "run", "code": code, "soft": soft}, soft, executor)
+                    return self._result(msg, time.perf_counter() - t0)
+                except TimeoutError:
+                    outcome = "timeout"
+                except ChannelClosed:
+                    outcome, why = "died", self._death_reason()
+        finally:
+            self._async_busy = False
+            self._lock.release()
+        if outcome == "thread":
+            return await loop.run_in_executor(executor, functools.partial(self.run, code, timeout_s))
+        await loop.run_in_executor(executor, self.restart)
+        return self._hard_timeout_result(soft, t0) if outcome == "timeout" else self._died_result(why, t0)
+
+    def _hard_timeout_result(self, soft: float, t0: float) -> ExecResult:
+        return ExecResult(timed_out=True, restarted=True, duration_s=time.perf_counter() - t0,
+                          error=f"TimeoutError: the code ignored the soft time limit of {soft:g}s and was "
+                          f"killed after {soft + self.config.hard_timeout_grace_s:g}s; the sandbox was "
+                          "restarted and all variables were lost")
+
+    @staticmethod
+    def _died_result(why: str, t0: float) -> ExecResult:
+        return ExecResult(restarted=True, duration_s=time.perf_counter() - t0,
+                          error=f"WorkerDied: the sandbox worker died ({why}); it was restarted and all "
+                          "variables were lost")
 
     @_locked
     def run_candidates(self, codes: Sequence[str], timeout_s: float | None = None) -> list[ExecResult]:
@@ -311,6 +382,22 @@ class Sandbox:
                 t = time.monotonic()
                 ch.send(self._call_tool(reply))
                 deadline += time.monotonic() - t  # host tool time does not count towards the hard limit
+
+    async def _aexchange(self, ch: Channel, msg: dict, soft: float, executor: Executor | None) -> dict:
+        import asyncio
+
+        deadline = time.monotonic() + soft + self.config.hard_timeout_grace_s
+        ch.send(msg)
+        while True:
+            reply = await ch.arecv(deadline)
+            op = reply.get("op")
+            if op == "result":
+                return reply
+            if op == "call":  # host tools may block (a retrieval server, the web): a thread of their own
+                t = time.monotonic()
+                answer = await asyncio.get_running_loop().run_in_executor(executor, self._call_tool, reply)
+                ch.send(answer)
+                deadline += time.monotonic() - t
 
     def _call_tool(self, msg: dict) -> dict:
         name = msg.get("name")

@@ -102,6 +102,9 @@ class _StubSandbox:
             return ExecResult(is_final=True, final_answer=m.group(2))
         return ExecResult(stdout="42\n")
 
+    async def arun(self, code: str, timeout_s: float | None = None, **kwargs):
+        return self.run(code, timeout_s)
+
     def close(self) -> None:
         pass
 
@@ -115,7 +118,7 @@ class _StubPool:
     def acquire(self) -> _StubSandbox:
         return _StubSandbox()
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
         pass
 
 

@@ -1,0 +1,167 @@
+"""`Sandbox.arun` (the exchange on the event loop, no thread per run) and `SandboxPool.close(wait=False)`
+(kill now, clean up in the background), against the real default local backend."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from conftest import procs_with
+
+from agentkd.sandbox import Sandbox, SandboxConfig, SandboxError, SandboxPool, choose_backend
+
+def _default_backend() -> str | None:
+    try:
+        return choose_backend(SandboxConfig())[0].name
+    except SandboxError:
+        return None
+
+
+BACKEND = _default_backend()
+pytestmark = pytest.mark.skipif(BACKEND in (None, "docker", "subprocess"),
+                                reason="needs an isolating local backend (forkserver, bwrap or unshare)")
+
+
+def lookup(key: str) -> dict:
+    time.sleep(0.05)  # a blocking host tool: must not stall the event loop
+    return {"key": key}
+
+
+def refuse(x: int) -> int:
+    raise KeyError(f"no entry {x}")
+
+
+def make(**kw) -> Sandbox:
+    kw.setdefault("timeout_s", 2)
+    kw.setdefault("hard_timeout_grace_s", 0.5)
+    return Sandbox(SandboxConfig(**kw), tools={"lookup": lookup, "refuse": refuse})
+
+
+def wait_until(cond, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return cond()
+
+
+async def test_arun_state_tools_and_errors():
+    with make() as sb:
+        r = await sb.arun("x = 20\nprint('hi')\nx + 1")
+        assert (r.stdout, r.value, r.error) == ("hi\n", "21", None)
+        r = await sb.arun("lookup('k')['key'] * x")
+        assert r.value == repr("k" * 20)
+        r = await sb.arun("try:\n    refuse(3)\nexcept KeyError as e:\n    print('caught', e)")
+        assert r.stdout == "caught 'no entry 3'\n"
+        r = await sb.arun("final_answer(x * 2)")
+        assert r.is_final and r.final_answer == 40
+        assert sb.run("x").value == "20"  # the same worker serves sync and async calls
+
+
+async def test_arun_keeps_the_event_loop_free_while_tools_and_code_run():
+    ticks = 0
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.005)
+            ticks += 1
+
+    with make() as sb:
+        t = asyncio.create_task(ticker())
+        t0 = time.perf_counter()
+        r = await sb.arun("import time\ntime.sleep(0.3)\n[lookup(str(i))['key'] for i in range(3)]")
+        elapsed = time.perf_counter() - t0
+        t.cancel()
+        assert r.value == "['0', '1', '2']" and elapsed >= 0.45
+        assert ticks >= 30  # a blocked loop would have ticked about once
+
+
+async def test_arun_soft_and_hard_timeouts_and_worker_death():
+    with make() as sb:
+        await sb.arun("kept = 5")
+        r = await sb.arun("while True:\n    pass", timeout_s=0.3)
+        assert r.timed_out and not r.restarted
+        assert (await sb.arun("kept")).value == "5"  # soft timeout: state survives
+        r = await sb.arun("import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nwhile True:\n    pass",
+                          timeout_s=0.3)
+        assert r.timed_out and r.restarted and "restarted" in r.error
+        r = await sb.arun("kept")
+        assert r.error and "NameError" in r.error
+        r = await sb.arun("import os\nos.kill(os.getpid(), 9)")
+        assert r.restarted and r.error.startswith("WorkerDied")
+        assert (await sb.arun("1 + 1")).value == "2"
+
+
+async def test_many_concurrent_aruns_on_one_loop():
+    boxes = [make() for _ in range(8)]
+    with ThreadPoolExecutor(8) as ex:
+        list(ex.map(lambda b: b.start(), boxes))
+    try:
+        results = await asyncio.gather(*(b.arun(f"v = {i}\nimport time\ntime.sleep(0.1)\nv * v")
+                                         for i, b in enumerate(boxes)))
+        assert [r.value for r in results] == [str(i * i) for i in range(8)]
+    finally:
+        for b in boxes:
+            b.close()
+
+
+async def test_sync_call_from_the_loop_thread_during_an_arun_is_refused():
+    with make() as sb:
+        sb.start()
+        task = asyncio.create_task(sb.arun("import time\ntime.sleep(0.3)\n'done'"))
+        await asyncio.sleep(0.1)
+        with pytest.raises(SandboxError, match="arun"):
+            sb.run("1")  # would interleave with the pending exchange on the same channel
+        assert (await task).value == "'done'"
+        assert sb.run("2").value == "2"
+
+
+async def test_arun_from_another_thread_waits_for_the_lock():
+    with make() as sb:
+        sb.start()
+        loop = asyncio.get_running_loop()
+        busy = loop.run_in_executor(None, sb.run, "import time\ntime.sleep(0.3)\nx = 1")
+        await asyncio.sleep(0.05)
+        r = await sb.arun("x + 1")  # queued behind the thread's run, not interleaved with it
+        assert (await busy).error is None and r.value == "2"
+
+
+def killed(pid: int) -> bool:
+    """Gone, a zombie, or with SIGKILL pending: it will never run user code again."""
+    try:
+        fields = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                      if ":\t" in line)
+    except OSError:
+        return True
+    pending = int(fields.get("SigPnd", "0"), 16) | int(fields.get("ShdPnd", "0"), 16)
+    return fields.get("State", "").startswith(("Z", "X")) or bool(pending & (1 << 8))
+
+
+@pytest.mark.parametrize("mode", ["container", "process"])
+def test_pool_close_without_waiting_kills_everything_at_once(mode):
+    marker = f"agentkd-bg-{uuid.uuid4().hex[:8]}"
+    pool = SandboxPool(SandboxConfig(episode_isolation=mode, timeout_s=5), warm=1)
+    boxes = [pool.acquire() for _ in range(3)]
+    for sb in boxes:
+        sb.run(f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)', "
+               f"'{marker}'], start_new_session=True)")
+    assert wait_until(lambda: len(procs_with(marker)) == 3)
+    sockdirs = [Path(d) for d in {getattr(sb, "_sockdir", None) for sb in boxes} if d]
+    pids = procs_with(marker)
+    t0 = time.perf_counter()
+    pool.close(wait=False)
+    returned = time.perf_counter() - t0
+    # SIGKILL was sent to every process before close returned (the clean-up thread had no time to do it)
+    assert all(killed(pid) for pid in pids), [Path(f"/proc/{p}/status").read_text() for p in pids if not killed(p)]
+    assert wait_until(lambda: procs_with(marker) == [], timeout=2.0)
+    assert returned < 0.5
+    with pytest.raises(SandboxError, match="closed"):
+        pool.acquire()
+    # the background clean-up removes what the sandboxes left on the host
+    assert wait_until(lambda: not any(d.exists() for d in sockdirs), timeout=10.0)
