@@ -90,7 +90,8 @@ def test_killed_fork_server_is_replaced():
         old = fs.server_pid()
         assert old is not None
         os.kill(old, signal.SIGKILL)
-        assert wait_until(lambda: sb._impl is not None and not sb._impl.alive())  # its sandboxes die with it
+        # its sandboxes die with it (parent-death signal, re-armed after the uid drop)
+        assert wait_until(lambda: sb._impl is not None and not sb._impl.alive())
         with make() as sb2:  # the next start gets a new server
             assert sb2.run("6 * 7").value == "42"
             new = fs.server_pid()
@@ -125,13 +126,13 @@ def test_close_leaves_no_process(cgroup, monkeypatch):
     first = sb._impl.proc.pid
     marker, ns = _start_daemons(sb)
     sb.close()
-    # close is synchronous: the first process exits only once the namespace is empty
+    # close is synchronous: pid 1's pidfd turns readable only once its namespace is empty
     assert procs_in_pid_ns(ns) == [] and procs_with(marker) == []
-    assert not Path(f"/proc/{first}/ns").exists() or wait_until(lambda: not Path(f"/proc/{first}/ns").exists())
+    assert wait_until(lambda: not Path(f"/proc/{first}/ns").exists())  # reaped by the fork server
 
 
-def test_killing_the_first_process_kills_the_namespace_without_cgroup(monkeypatch):
-    # the parent-death chain alone: SIGKILL to the sandbox's first process, no cgroup, no SIGTERM path
+def test_killing_pid1_kills_the_namespace_without_cgroup(monkeypatch):
+    # no cgroup: SIGKILL to the sandbox's pid 1 (the host's pidfd) alone takes every process with it
     monkeypatch.setattr(fs.Cgroup, "create", classmethod(lambda cls, *a, **k: None))
     with make() as sb:
         marker, ns = _start_daemons(sb)

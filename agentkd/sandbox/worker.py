@@ -755,41 +755,38 @@ def serve(cfg: dict, token: str, after_drop=None) -> None:
 
 # -- fork server: the forkserver backend's zygote ---------------------------------------------------------
 # A pristine, pre-imported worker that never runs user code and holds no secrets (its memory is what every
-# sandbox starts from). Each ``spawn`` request (host -> server: {"op": "spawn"} with two fds: the write end of
-# the sandbox's stderr pipe and the read end of a pipe carrying the sandbox's cfg) forks::
-#
-#     server ── A (own session; joins the sandbox's cgroup; unshares mount/pid/net/ipc/uts; holds no user state)
-#                 └─ B = pid 1 of the new pid namespace: `serve(cfg, token)` exactly like the unshare backend
-#
-# and answers {"pid": A} with a pidfd of A. The cfg and token travel to A over its own pipe, so they never
-# enter the server's memory (another sandbox forked later would inherit it). Killing A (SIGKILL) kills B
-# (parent-death signal) and so its whole pid namespace; SIGTERM makes A kill B and wait until the namespace
-# is gone before it exits. The server exits when the host's end of its socket closes, killing every A.
+# sandbox starts from). For each ``spawn`` request (host -> server: {"op": "spawn"} with two fds: the write
+# end of the sandbox's stderr pipe and the read end of a pipe that carries the sandbox's cfg) it forks the
+# sandbox's first process straight into a new pid namespace (setns back to its own, unshare(CLONE_NEWPID),
+# fork) and answers {"pid": PID} with a pidfd of it. That process is pid 1 of its namespace: it joins the
+# sandbox's cgroup, unshares mount/net/ipc/uts namespaces and runs `serve(cfg, token)` exactly like the
+# unshare backend's worker. The cfg and token travel over the sandbox's own pipe, so they never enter the
+# server's memory (which a sandbox forked later would inherit). Killing pid 1 kills the namespace, and
+# waiting on its pidfd returns only once every process in it is gone. The server exits when the host's
+# end of its socket closes; its sandboxes die with it (parent-death signal).
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = (
     0x00020000, 0x04000000, 0x08000000, 0x20000000, 0x40000000)
-SANDBOX_NAMESPACES = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID | CLONE_NEWNET
 MS_PRIVATE = 1 << 18
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent(parent: int | None = None) -> None:
-    """SIGKILL this process when its parent exits; exit now if `parent` already has."""
-    if _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        os._exit(1)
-    if parent is not None and os.getppid() != parent:
+def _die_with_parent(parent_pidfd: int) -> None:
+    """SIGKILL this process when its parent exits; exit now if it already has (its pidfd is readable)."""
+    import select
+
+    if _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or select.select([parent_pidfd], [], [], 0)[0]:
         os._exit(1)
 
 
-def _enter_namespaces() -> None:
-    """New mount, pid (for the children), net, ipc and uts namespaces; mounts private from here on."""
+def _unshare(flags: int, private_mounts: bool = False) -> None:
     import ctypes
 
     libc = _libc()
-    if libc.unshare(SANDBOX_NAMESPACES) != 0:
+    if libc.unshare(flags) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"unshare: {os.strerror(err)}")
-    if libc.mount(b"none", b"/", None, ctypes.c_ulong(MS_REC | MS_PRIVATE), None) != 0:
+    if private_mounts and libc.mount(b"none", b"/", None, ctypes.c_ulong(MS_REC | MS_PRIVATE), None) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"making / private: {os.strerror(err)}")
 
@@ -806,7 +803,9 @@ def forkserver_main(argv: list[str]) -> None:
     """Run the fork server. argv[1]: JSON {"fd": its socket, "parent": host pid, "pdeathsig": bool}."""
     boot = json.loads(argv[1])
     if boot.get("pdeathsig"):
-        _die_with_parent(boot["parent"])
+        _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != boot["parent"]:
+            os._exit(1)
     import socket
 
     sock = socket.socket(fileno=boot["fd"])
@@ -823,11 +822,13 @@ def forkserver_main(argv: list[str]) -> None:
 
         platform.machine()  # cached: _setup_fs asks for it
         _libc()
-        pid = os.fork()  # probe: can this host make the namespaces?
+        me = os.pidfd_open(os.getpid())  # inherited by the sandboxes: readable once the server is gone
+        own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY)
+        pid = _fork_into_new_pid_namespace(own_pidns)  # probe: can this host make the namespaces?
         if pid == 0:
             try:
-                _enter_namespaces()
-                os._exit(0)
+                _unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS, private_mounts=True)
+                os._exit(0 if os.getpid() == 1 else 1)
             except BaseException as e:
                 os.write(2, f"{e}\n".encode())
                 os._exit(1)
@@ -846,7 +847,6 @@ def forkserver_main(argv: list[str]) -> None:
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 2)
     os.close(null)
-    me = os.getpid()
     while True:
         _reap_children()
         try:
@@ -870,12 +870,12 @@ def forkserver_main(argv: list[str]) -> None:
                 os.close(fd)
             sock.sendall(encode({"error": f"bad request {op!r} with {len(fds)} fds"}))
             continue
-        # SIGCHLD stays blocked until the pidfd is open: A cannot be reaped (and its pid reused) before
+        # SIGCHLD stays blocked until the pidfd is open: the child cannot be reaped (and its pid reused) before
         old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
         try:
-            pid = os.fork()
+            pid = _fork_into_new_pid_namespace(own_pidns)
             if pid == 0:
-                _sandbox_parent(sock, fds, me)
+                _sandbox_init(sock, fds, me)
             pidfd = os.pidfd_open(pid)
         except OSError as e:
             sock.sendall(encode({"error": f"fork failed: {e}"}))
@@ -892,10 +892,22 @@ def forkserver_main(argv: list[str]) -> None:
             os.close(pidfd)
 
 
-def _sandbox_parent(sock, fds: list[int], server: int) -> None:
-    """Child A of the fork server (see above). Never returns."""
+def _fork_into_new_pid_namespace(own_pidns: int) -> int:
+    """fork(), the child being pid 1 of a new pid namespace (the caller's own namespace is unchanged)."""
+    import ctypes
+
+    if _libc().setns(own_pidns, CLONE_NEWPID) != 0:  # undo the previous unshare: one new namespace per child
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+    _unshare(CLONE_NEWPID)
+    return os.fork()
+
+
+def _sandbox_init(sock, fds: list[int], server_pidfd: int) -> None:
+    """The sandbox's first process, pid 1 of its pid namespace (see above). Never returns."""
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
         sock.detach()
         err_w, cfg_r = fds
         os.dup2(err_w, 2)
@@ -908,9 +920,10 @@ def _sandbox_parent(sock, fds: list[int], server: int) -> None:
             if not chunk:
                 break
             chunks.append(chunk)
-        os.closerange(3, 1 << 30)  # the server's socket and every other inherited fd
+        alive = os.dup2(server_pidfd, 3)
+        os.closerange(4, 1 << 30)  # the server's socket and every other inherited fd
         os.setsid()
-        _die_with_parent(server)
+        _die_with_parent(alive)
         req = json.loads(b"".join(chunks)[4:])
         me = str(os.getpid()).encode()
         for path in req.get("cgroup_procs") or ():  # before any fork: all the sandbox starts is inside
@@ -919,46 +932,13 @@ def _sandbox_parent(sock, fds: list[int], server: int) -> None:
                 os.write(fd, me)
             finally:
                 os.close(fd)
-        _enter_namespaces()
-        alive_r, alive_w = os.pipe()  # B reads EOF here once A is gone
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, signal.SIGTERM})
-        pid = os.fork()
-        if pid == 0:
-            os.close(alive_w)
-            _sandbox_init(req["cfg"], req.get("token", ""), alive_r)
-        os.close(alive_r)
-        while True:
-            sig = signal.sigwait({signal.SIGCHLD, signal.SIGTERM})
-            if sig == signal.SIGTERM:  # the host closes the sandbox: kill it, wait until its namespace is gone
-                os.kill(pid, signal.SIGKILL)
-            done, status = os.waitpid(pid, 0 if sig == signal.SIGTERM else os.WNOHANG)
-            if done:
-                os._exit(0 if status == 0 else 1)
-    except BaseException:
-        try:
-            import traceback
+        _unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS, private_mounts=True)
 
-            traceback.print_exc()
-            sys.stderr.flush()
-        finally:
-            os._exit(1)
+        def rearm() -> None:  # setuid cleared the parent-death signal: set it again (exit if the server is gone)
+            _die_with_parent(alive)
+            os.close(alive)
 
-
-def _sandbox_init(cfg: dict, token: str, alive_r: int) -> None:
-    """Child B: pid 1 of the sandbox's pid namespace. Never returns."""
-    try:
-        signal.pthread_sigmask(signal.SIG_SETMASK, set())
-        _die_with_parent()
-
-        def rearm() -> None:  # setuid cleared the parent-death signal: set it again, then check A still lives
-            import select
-
-            _die_with_parent()
-            if select.select([alive_r], [], [], 0)[0]:
-                os._exit(1)
-            os.close(alive_r)
-
-        serve(cfg, token, rearm)
+        serve(req["cfg"], req.get("token", ""), rearm)
     except BaseException:
         try:
             import traceback
