@@ -30,7 +30,8 @@
     `close()` on the pool stops everything it started. How episodes are separated is
     `config.episode_isolation`:
     process     each warm sandbox holds a template kernel that never runs code; an episode is
-                forked from it (~3 ms of CPU instead of ~25-30 ms for a new sandbox): an episode root
+                forked from it (~3 ms of CPU instead of ~7 ms for a new forkserver sandbox, ~25 ms with
+                bwrap): an episode root
                 (own session, child subreaper) and the episode's kernel (own process group). Separate per
                 episode: processes, Python state (variables, imports, patched modules/builtins), work dir
                 /work/eN (also HOME and TMPDIR), timeouts and restarts (a restart forks a fresh episode);
@@ -45,8 +46,8 @@
                 It is not a security wall between episodes; opt in when sandbox start-up CPU limits
                 throughput (a fast local teacher at high concurrency) and the code is the same trusted
                 teacher's on benign tasks, where a rare cross-episode accident costs one trajectory.
-    container   (default) every episode is its own `Sandbox` (started ahead by a background thread; ~25-30
-                ms of CPU each, negligible next to API teachers' seconds per call): nothing is shared
+    container   (default) every episode is its own `Sandbox` (started ahead by a background thread; ~7 ms
+                of CPU each with forkserver, the default as root, ~25 ms with bwrap): nothing is shared
                 between episodes but the host.
     The host boundary is identical in both modes: same backend, namespaces, read-only system, no network,
     seccomp filter, non-root uid, rlimits and scrubbed environment. `isolation()` of a pooled episode
@@ -65,9 +66,16 @@ Backends (`config.backend`; `auto` tries them in this order)
     docker      one container per episode: no network, memory/pids limits, read-only root, tmpfs work dir,
                 all capabilities dropped, no-new-privileges, uid 65534. Needs a local daemon
                 ($AGENTKD_DOCKER_HOST / $DOCKER_HOST) and the image (`agentkd sandbox build-image`).
+    forkserver  (root only; the default without Docker when agentkd runs as root) the unshare backend's
+                walls, started fast: one pre-started, pre-imported "zygote" worker per host process (sandbox
+                environment only, never runs code, holds no secrets) forks each sandbox as pid 1 of a new
+                pid namespace, which joins its cgroup, unshares mount/net/ipc/uts and runs the unshare
+                worker's start sequence (same root, rlimits, uid drop, seccomp). No exec and no interpreter
+                start: ~7 ms of CPU per sandbox (host included) instead of ~25. The host holds a pidfd of
+                pid 1; killing it ends the namespace. The zygote dies with the host, and its sandboxes with it.
     bwrap       bubblewrap namespaces (mount, pid, net, ipc, uts), read-only system folders only, tmpfs
                 /work, seccomp filter (x86_64), cgroup memory/pids limits, non-root uid. The default
-                without Docker.
+                without Docker for a normal user.
     unshare     util-linux unshare namespaces; the worker builds the same read-only root itself (mount +
                 pivot_root), then the same rlimits, uid drop and seccomp filter (loaded with prctl).
     subprocess  uid drop + rlimits only; warns loudly; refuses to run code as root unless `allow_unsafe`.
