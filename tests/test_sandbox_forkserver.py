@@ -68,6 +68,9 @@ def test_sandboxes_get_their_own_namespaces_and_files():
         assert r.value == "(False, False, [])", r
         assert a.run("open('/work/mine.txt').read()").value == "'a'"
         assert a.run("import os\n(os.getpid(), os.getuid() != 0)").value == "(2, True)"  # launcher is pid 1
+        root = fs.shared_rootdir()  # where both built their roots, each in its own mount namespace
+        st = os.lstat(root)
+        assert os.listdir(root) == [] and st.st_uid == 0 and st.st_mode & 0o777 == 0o700
 
 
 def test_fork_server_and_sandboxes_hold_no_host_secrets(monkeypatch):

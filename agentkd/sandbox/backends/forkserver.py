@@ -22,6 +22,7 @@ import select
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -39,6 +40,7 @@ _probe: dict[str, str | None] = {}  # interpreter -> why the fork server cannot 
 _servers: dict[str, _Server] = {}  # interpreter -> its fork server in this process
 _lock = threading.Lock()  # one request/reply at a time on a server's socket; guards _servers
 _root: list[str] = []  # the empty host folder every sandbox mounts its new root on (private per mount namespace)
+_private_root: list[str] = []  # a fallback root folder of this process (removed at exit)
 _atexit: list[bool] = []
 
 
@@ -51,11 +53,27 @@ class ForkServerGone(ForkServerError):
 
 
 def shared_rootdir() -> str:
-    """One empty 0700 folder for all sandboxes of this process: each mounts its root there inside its own
-    private mount namespace, so they never see each other's (removed at exit)."""
+    """The empty folder every sandbox mounts its new root on, inside its own private mount namespace (so they
+    never see each other's, and the host sees it empty): one fixed root-owned 0700 folder in the temp dir,
+    created once and reused by every process (nothing to clean up, even after a crash); a private one
+    removed at exit if that path is taken by anything else."""
     with _lock:
         if not _root:
-            _root.append(tempfile.mkdtemp(prefix="agentkd-fsroot-"))
+            path = os.path.join(tempfile.gettempdir(), "agentkd-forkserver-root")
+            try:
+                os.mkdir(path, 0o700)
+            except FileExistsError:
+                pass
+            except OSError:
+                path = ""
+            try:
+                st = os.lstat(path) if path else None
+            except OSError:
+                st = None
+            if st is None or not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o077:
+                path = tempfile.mkdtemp(prefix="agentkd-fsroot-")
+                _private_root.append(path)
+            _root.append(path)
         return _root[0]
 
 
@@ -147,7 +165,7 @@ def _server(exe: str) -> _Server:
     s = _servers.get(exe)
     if s is not None and s.usable():
         return s
-    if s is not None and s.owner == os.getpid():
+    if s is not None:
         s.stop()
     if not _atexit:
         _atexit.append(True)
@@ -162,8 +180,22 @@ def stop_servers() -> None:
         for s in _servers.values():
             s.stop()
         _servers.clear()
-        if _root:
-            shutil.rmtree(_root.pop(), ignore_errors=True)
+        _root.clear()
+        while _private_root:
+            shutil.rmtree(_private_root.pop(), ignore_errors=True)
+
+
+def _after_fork_in_child() -> None:
+    """A forked host process starts its own server: it must not share (or hold open) its parent's socket."""
+    global _lock
+    _lock = threading.Lock()
+    for s in _servers.values():
+        s.sock.close()
+    _servers.clear()
+    _private_root.clear()  # the parent's to remove
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def server_pid(exe: str | None = None) -> int | None:
