@@ -163,3 +163,60 @@ def test_start_failure_is_reported(monkeypatch):
     monkeypatch.undo()
     with make() as sb:  # the server is fine
         assert sb.run("3").value == "3"
+
+
+HOST = """
+import sys, threading, time
+from agentkd.sandbox import Sandbox, SandboxConfig
+from agentkd.sandbox.backends import forkserver as fs
+
+def start():
+    global sb
+    sb = Sandbox(SandboxConfig(backend="forkserver"))
+    sb.start()
+    r = sb.run(sys.argv[2])
+    assert r.error is None, r
+
+if sys.argv[1] == "thread":  # the server's parent-death signal would follow this thread: it is not used
+    t = threading.Thread(target=start)
+    t.start()
+    t.join()
+else:
+    start()
+print(fs.server_pid(), flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("starter", ["main", "thread"])
+def test_fork_server_and_sandboxes_die_with_a_killed_host(starter):
+    import subprocess
+    import sys
+
+    marker = f"agentkd-fs-orphan-{uuid.uuid4().hex}"
+    code = DAEMONS.format(m=marker)
+    host = subprocess.Popen([sys.executable, "-c", HOST, starter, code], stdout=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[1])
+    try:
+        server = int(host.stdout.readline())
+        assert wait_until(lambda: len(set(procs_with(marker)) - {host.pid}) == 2)  # (its argv has the marker)
+    finally:
+        host.kill()
+        host.wait()
+    try:
+        assert wait_until(lambda: procs_with(marker) == [] and not running(server))
+    finally:  # when it fails, do not leave the orphans behind
+        for pid in [*procs_with(marker), server]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` is a live process (not gone, not a zombie)."""
+    try:
+        st = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return st.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
