@@ -364,7 +364,25 @@ class Kernel:
             raise SandboxTimeout(f"execution exceeded the soft time limit of {self.soft:g}s")
 
     # -- main loop ----------------------------------------------------------------------------------
+    def warm_up(self) -> None:
+        """Run a no-op cell through the whole run path once, right after the hello and before the first
+        request: the pages a run touches are copied (copy-on-write after the fork) and caches filled now,
+        while the host is still waiting for the model's first action, instead of during the first real run.
+        Leaves no trace: cell numbers, line cache and namespace are as before."""
+        import linecache
+
+        if self.template or self.cell:
+            return
+        try:
+            self.run("None", 1.0)
+        except BaseException:
+            pass
+        linecache.cache.pop(f"<cell {self.cell}>", None)
+        self.cell = 0
+        self._capture = self._prepare_capture()
+
     def loop(self):
+        self.warm_up()
         while True:
             try:
                 msg = self.recv()
