@@ -31,7 +31,10 @@ class Cgroup:
 
     @classmethod
     def create(cls, memory_mb: int, max_procs: int, name: str | None = None) -> Cgroup | None:
-        name = name or f"sb-{uuid.uuid4().hex[:12]}"
+        if not _swept:
+            _swept.append(True)
+            sweep_stale()
+        name = name or f"sb-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         mem = memory_mb * 1024 * 1024
         if (ROOT / "cgroup.controllers").exists():  # v2
             parent = ROOT / "agentkd"
@@ -119,6 +122,40 @@ class Cgroup:
         self.kill()
         for d in self.dirs:
             _rmdir(d)
+
+
+_swept: list[bool] = []
+
+
+def sweep_stale() -> int:
+    """Remove the empty sandbox cgroups of agentkd processes that died without cleaning up (killed with
+    SIGKILL, say): their names carry the creating process's pid. Returns how many were removed."""
+    removed = 0
+    for parent in (ROOT / "agentkd", ROOT / "memory" / "agentkd", ROOT / "pids" / "agentkd"):
+        try:
+            entries = list(parent.iterdir())
+        except OSError:
+            continue
+        for d in entries:
+            parts = d.name.split("-")
+            if len(parts) != 3 or parts[0] != "sb" or not parts[1].isdigit() or _alive(int(parts[1])):
+                continue
+            try:
+                d.rmdir()  # fails (and is left alone) while any process is still inside
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def _rmdir(d: Path) -> None:
