@@ -3,6 +3,7 @@ crash-safe resume after SIGKILL, budget stop and resume, FTP provenance end to e
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import pytest
 import yaml
 
 from agentkd.collect import CollectConfig, collect
+from agentkd.collect.runner import collect_async
 from agentkd.core.jsonl import iter_jsonl
 from agentkd.models.standin import StandinServer, answer_for
 
@@ -178,3 +180,69 @@ def test_end_to_end_with_agentkd_serve_and_ftp(smollm2_server, shared_bench, tmp
         prefix = p["prefix_text"]
         assert prefix and x["steps"][0]["prefix"] == prefix
         assert x["steps"][0]["model_output"].startswith("Thought: " + prefix)
+
+
+def _sandbox_cgroups() -> set[Path]:
+    """The cgroups of the sandboxes this process started (their names carry its pid)."""
+    return {d for root in (Path("/sys/fs/cgroup/pids/agentkd"), Path("/sys/fs/cgroup/agentkd")) if root.is_dir()
+            for d in root.iterdir() if d.name.startswith(f"sb-{os.getpid()}-")}
+
+
+def _killed(pid: int) -> bool:
+    """Gone, a zombie, or with SIGKILL pending: it will never run code again."""
+    try:
+        fields = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                      if ":\t" in line)
+    except OSError:
+        return True
+    pending = int(fields.get("SigPnd", "0"), 16) | int(fields.get("ShdPnd", "0"), 16)
+    return fields.get("State", "").startswith(("Z", "X")) or bool(pending & (1 << 8))
+
+
+def test_no_sandbox_runs_after_collect_returns_and_all_are_cleaned_up(tmp_path):
+    import threading
+
+    from agentkd.sandbox.cgroup import Cgroup
+
+    probe = Cgroup.create(64, 8)
+    if probe is None:
+        pytest.skip("no writable cgroup hierarchy here: sandbox processes cannot be listed by cgroup")
+    probe.remove()
+    tasks = write_tasks(tmp_path / "tasks.json", 8)
+    seen_dirs: set[Path] = set()
+    seen_pids: set[int] = set()
+    done = threading.Event()
+
+    def watch() -> None:  # every process that ever ran in one of this run's sandboxes
+        while not done.is_set():
+            for d in _sandbox_cgroups():
+                seen_dirs.add(d)
+                try:
+                    seen_pids.update(int(p) for p in (d / "cgroup.procs").read_text().split())
+                except OSError:
+                    pass
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    # all 16 episodes run at once and end together: their sandboxes are all still open when the run ends
+    with StandinServer(actions=2, latency_s=0.2) as srv:
+        cfg = CollectConfig.model_validate(base_cfg(srv.url, tasks, agent={"ftp": False}, samples=2, concurrency=16))
+
+
+        async def run_and_look() -> tuple[dict, list[int]]:
+            summary = await collect_async(cfg, tmp_path / "run", progress=False)
+            return summary, [p for p in set(seen_pids) if not _killed(p)]  # at once, before any await
+
+        summary, alive = asyncio.run(run_and_look())
+    done.set()
+    watcher.join()
+    assert summary["stored"] == 16
+    assert len(seen_dirs) >= 16 and seen_pids  # one sandbox per episode
+    # every process of every episode's sandbox was sent SIGKILL before collect() returned...
+    assert alive == []
+    # ...and the background clean-up removes their cgroups shortly after
+    deadline = time.time() + 10
+    while time.time() < deadline and any(d.exists() for d in seen_dirs):
+        time.sleep(0.05)
+    assert not any(d.exists() for d in seen_dirs)

@@ -14,6 +14,7 @@ from conftest import procs_with
 
 from agentkd.sandbox import Sandbox, SandboxConfig, SandboxError, SandboxPool, choose_backend
 
+
 def _default_backend() -> str | None:
     try:
         return choose_backend(SandboxConfig())[0].name

@@ -33,6 +33,7 @@ from agentkd.core.types import Provenance, Task, Trajectory
 
 log = logging.getLogger(__name__)
 _STARTERS = 2
+_CLOSE_DELAY_S = 0.1
 _YamlDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml when built with it: same output, ~5x faster
 
 
@@ -155,11 +156,19 @@ async def collect_async(cfg: CollectConfig, out_dir: str | Path, *, progress: bo
     closer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-close")
     # fresh per-episode sandboxes: forked from a warm template (cfg.sandbox.episode_isolation="process") or
     # one new sandbox each ("container"); see agentkd.sandbox
-    pool = SandboxPool(cfg.sandbox, tools=tools)
+    pool = SandboxPool(cfg.sandbox, tools=tools, warm=0)  # episodes start their own sandbox ahead (_Prestarted)
     loop = asyncio.get_running_loop()
     statuses: Counter[str] = Counter()
     state = {"done": 0, "failed": 0, "budget_stop": False}
     sem = asyncio.Semaphore(cfg.concurrency)
+    # episodes often end together (their calls started together): closing their sandboxes a moment later
+    # keeps that burst of process teardown off the CPU while the other episodes' last steps still run
+    closing: dict[Any, asyncio.TimerHandle] = {}
+
+    def close_now(sandbox: Any) -> None:
+        closing.pop(sandbox, None)
+        closer.submit(sandbox.close).add_done_callback(_log_close_error)
+
     bar = _Progress(len(todo), progress)
     # Everything alive now (imported modules, configs, clients) lives as long as the run: keep it out of
     # the cyclic GC's full collections, each of which would otherwise rescan the whole heap and stall all
@@ -191,7 +200,7 @@ async def collect_async(cfg: CollectConfig, out_dir: str | Path, *, progress: bo
                 traj.finish("error", f"{type(e).__name__}: {e}")
             finally:
                 if sandbox is not None:  # off the critical path: the trajectory does not wait for it
-                    closer.submit(sandbox.close).add_done_callback(_log_close_error)
+                    closing[sandbox] = loop.call_later(_CLOSE_DELAY_S, close_now, sandbox)
             traj.provenance.api_base = cfg.teacher.api_base
             statuses[traj.status] += 1
             if traj.status == "error":
@@ -213,6 +222,9 @@ async def collect_async(cfg: CollectConfig, out_dir: str | Path, *, progress: bo
         # processes to exit and removing their cgroups and folders goes on in a background thread (joined
         # at interpreter exit), as do episode closes still queued (made quick by the kill)
         pool.close(wait=False)
+        for sandbox, handle in list(closing.items()):
+            handle.cancel()
+            close_now(sandbox)
         closer.shutdown(wait=False)
         starter.shutdown(wait=False)
         executor.shutdown(wait=False)
