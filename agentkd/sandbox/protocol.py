@@ -12,6 +12,7 @@ from typing import Any
 from agentkd.sandbox.worker import ChannelClosed, encode, recv_exact
 
 __all__ = ["Channel", "ChannelClosed", "accept_hello"]
+_INCOMPLETE = object()
 
 
 class Channel:
@@ -52,37 +53,72 @@ class Channel:
             raise ChannelClosed(str(e)) from None
 
     async def arecv(self, deadline: float | None = None) -> Any:
-        """`recv` for the event loop's thread: waits without blocking it (deadline: time.monotonic)."""
+        """`recv` for the event loop's thread: waits without blocking it (deadline: time.monotonic). One
+        reader callback and one timer per message, no task (this runs once per sandbox run)."""
         import asyncio
+
+        msg = self._frame()
+        if msg is not _INCOMPLETE:
+            return msg
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        sock = self.sock
+        sock.setblocking(False)
+
+        def readable() -> None:
+            try:
+                chunk = sock.recv(1 << 16)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                chunk, err = b"", str(e)
+            else:
+                err = "connection closed"
+            if fut.done():
+                return
+            if not chunk:
+                fut.set_exception(ChannelClosed(err))
+                return
+            self.buf += chunk
+            if self._complete():
+                fut.set_result(None)
+
+        def expired() -> None:
+            if not fut.done():
+                fut.set_exception(TimeoutError("no answer from the worker"))
+
+        loop.add_reader(sock.fileno(), readable)
+        timer = None if deadline is None else loop.call_at(loop.time() + (deadline - time.monotonic()), expired)
+        try:
+            await fut
+        finally:
+            loop.remove_reader(sock.fileno())
+            if timer is not None:
+                timer.cancel()
+        return self._frame()
+
+    def _complete(self) -> bool:
+        from agentkd.sandbox.worker import HDR, MAX_MSG
+
+        if len(self.buf) < HDR.size:
+            return False
+        (n,) = HDR.unpack_from(self.buf)
+        return n > MAX_MSG or len(self.buf) >= HDR.size + n
+
+    def _frame(self) -> Any:
+        """The next whole message in the buffer (removed from it), or _INCOMPLETE."""
         import json
 
         from agentkd.sandbox.worker import HDR, MAX_MSG
 
-        loop = asyncio.get_running_loop()
-
-        async def exact(n: int) -> bytes:
-            while len(self.buf) < n:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise TimeoutError("no answer from the worker")
-                try:
-                    chunk = await asyncio.wait_for(loop.sock_recv(self.sock, max(65536, n - len(self.buf))), left)
-                except (ConnectionError, OSError) as e:
-                    if isinstance(e, TimeoutError):
-                        raise TimeoutError("no answer from the worker") from None
-                    raise ChannelClosed(str(e)) from None
-                if not chunk:
-                    raise ChannelClosed("connection closed")
-                self.buf += chunk
-            out = bytes(self.buf[:n])
-            del self.buf[:n]
-            return out
-
-        self.sock.setblocking(False)
-        (n,) = HDR.unpack(await exact(4))
+        if not self._complete():
+            return _INCOMPLETE
+        (n,) = HDR.unpack_from(self.buf)
         if n > MAX_MSG:
             raise ChannelClosed(f"message of {n} bytes exceeds the protocol limit")
-        return json.loads((await exact(n)).decode("utf-8", "surrogatepass"))
+        data = bytes(self.buf[HDR.size:HDR.size + n])
+        del self.buf[:HDR.size + n]
+        return json.loads(data.decode("utf-8", "surrogatepass"))
 
     def close(self) -> None:
         try:
