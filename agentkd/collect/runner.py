@@ -218,6 +218,7 @@ async def collect_async(cfg: CollectConfig, out_dir: str | Path, *, progress: bo
         bar.close()
         store.close()
         failed.close()
+        episodes_s = time.perf_counter() - t_start  # every episode finished and stored
         # every sandbox is killed before we return (no episode's code runs after this); waiting for their
         # processes to exit and removing their cgroups and folders goes on in a background thread (joined
         # at interpreter exit), as do episode closes still queued (made quick by the kill)
@@ -247,7 +248,8 @@ async def collect_async(cfg: CollectConfig, out_dir: str | Path, *, progress: bo
         "cost_usd_total": round(budget.spent_usd, 6),
         "budget_usd": cfg.client.budget_usd,
         "stopped": "budget" if state["budget_stop"] else None,
-        "wall_s": round(wall, 3),
+        "episodes_s": round(episodes_s, 3),  # until the last trajectory was stored
+        "wall_s": round(wall, 3),  # ... and every sandbox killed
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     await model.aclose()
