@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import threading
@@ -10,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from agentkd.core.hashing import stable_hash
+from agentkd.core.hashing import canonical_json
 from agentkd.models.base import ChatModel, Completion, WrappedModel
 
 
@@ -38,11 +39,13 @@ class RequestCache:
         row = self._conn().execute("SELECT response FROM requests WHERE key=?", (key,)).fetchone()
         return [Completion.model_validate(c) for c in json.loads(row[0])] if row else None
 
-    def put(self, key: str, model: str, request: dict[str, Any], comps: list[Completion]) -> None:
+    def put(self, key: str, model: str, request: dict[str, Any] | str, comps: list[Completion]) -> None:
+        """Store `comps` for `request` (a dict, or its JSON text when the caller already has it)."""
+        text = request if isinstance(request, str) else json.dumps(request, ensure_ascii=False, default=str)
         self._conn().execute(
             "INSERT OR REPLACE INTO requests VALUES (?,?,?,?,?,?)",
-            (key, model, json.dumps(request, ensure_ascii=False, default=str),
-             json.dumps([c.model_dump(mode="json") for c in comps]), sum(c.cost_usd for c in comps), time.time()))
+            (key, model, text, json.dumps([c.model_dump(mode="json") for c in comps]),
+             sum(c.cost_usd for c in comps), time.time()))
 
     def total_cost(self) -> float:
         return float(self._conn().execute("SELECT COALESCE(SUM(cost_usd), 0) FROM requests").fetchone()[0])
@@ -59,9 +62,10 @@ class CachedModel(WrappedModel):
         self.cache = cache
         self.stats: Counter[str] = Counter()
 
-    def request_key(self, messages: list[dict[str, Any]], kw: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        request = {"model": self.inner.describe(), "messages": messages, **kw}
-        return stable_hash(request, length=32), request
+    def request_key(self, messages: list[dict[str, Any]], kw: dict[str, Any]) -> tuple[str, str]:
+        """(content address, canonical JSON of the request: stored as is, not encoded a second time)."""
+        text = canonical_json({"model": self.inner.describe(), "messages": messages, **kw})
+        return hashlib.sha256(text.encode()).hexdigest()[:32], text
 
     async def _generate(self, messages, **kw):
         # get/put run on the event loop: a point lookup or one WAL insert (no fsync) costs tens of µs, far
