@@ -68,9 +68,62 @@ def test_sandboxes_get_their_own_namespaces_and_files():
         assert r.value == "(False, False, [])", r
         assert a.run("open('/work/mine.txt').read()").value == "'a'"
         assert a.run("import os\n(os.getpid(), os.getuid() != 0)").value == "(2, True)"  # launcher is pid 1
-        root = fs.shared_rootdir()  # where both built their roots, each in its own mount namespace
+        root = fs.shared_rootdir()  # the server prepares roots there, in its own mount namespace
         st = os.lstat(root)
         assert os.listdir(root) == [] and st.st_uid == 0 and st.st_mode & 0o777 == 0o700
+        assert f" {root} " not in Path("/proc/self/mountinfo").read_text()  # nothing of it reaches the host
+
+
+FS_VIEW = ("import os\n"
+           "mounts = {{l.split()[4]: l.split()[5].split(',')[0] for l in open('/proc/self/mountinfo')}}\n"
+           "({{p: (os.stat(p).st_dev, os.stat(p).st_ino) for p in ('/', '/work', '/tmp', '/proc', '/run/agentkd', '/usr')}},"
+           " mounts['/'], mounts['/usr'], os.path.exists({extra!r}))")
+
+
+def fs_view(sb: Sandbox, extra: str = "/nonexistent") -> tuple[dict, str, str, bool]:
+    r = sb.run(FS_VIEW.format(extra=extra))
+    assert r.error is None, r
+    return eval(r.value)  # our own code's output
+
+
+def test_read_only_root_is_prepared_once_per_plan():
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as extra, \
+            make() as a, make() as b, make(extra_ro_paths=[extra]) as c:  # (not under /tmp: its tmpfs hides it)
+        (da, ra, ua, xa), (db, rb, ub, _), (dc, rc, uc, xc) = fs_view(a, extra), fs_view(b), fs_view(c, extra)
+        assert da["/"] == db["/"] and da["/usr"] == db["/usr"]  # one prepared root for one plan...
+        assert dc["/"] != da["/"] and xc and not xa  # ... another for another plan
+        for own in ("/work", "/tmp", "/proc", "/run/agentkd"):  # each sandbox's own mounts
+            assert len({da[own], db[own], dc[own]}) == 3 and da[own] != da["/"], own
+        assert ra == rb == rc == ua == ub == uc == "ro"  # the shared root and its binds stay read-only
+        r = a.run("open('/usr/agentkd-x', 'w')")
+        assert r.error is not None and "Read-only file system" in r.error, r
+
+
+def test_sandboxes_build_their_own_root_without_a_prepared_one(monkeypatch):
+    spawn = fs._Server.spawn
+    monkeypatch.setattr(fs._Server, "spawn", lambda self, err_w, cfg_r, plan=None: spawn(self, err_w, cfg_r))
+    with make() as a, make() as b:
+        (da, ra, ua, _), (db, _, _, _) = fs_view(a), fs_view(b)
+        assert da["/"] != db["/"] and ra == "rw" and ua == "ro"  # the per-sandbox build, as before
+        assert a.run("open('/work/x', 'w').write('a')").value == "1"
+        assert b.run("import os\nos.listdir('/work')").value == "[]"
+        assert a.run("open('/etc/shadow').read()").error is not None
+
+
+def test_a_plan_other_than_the_prepared_one_is_built_in_full():
+    from agentkd.sandbox.worker import _own_fs, split_fs
+
+    fs_ops = [["root", "/r"], ["ro", "/usr", "/usr"], ["tmpfs", "/work", 1, "0777"], ["proc", "/proc"],
+              ["rw", "/sock", "/run/agentkd"]]
+    shared, own = split_fs(fs_ops[1:])
+    assert shared == [["ro", "/usr", "/usr"], ["dir", "/work"], ["dir", "/proc"], ["dir", "/run/agentkd"]]
+    assert own == fs_ops[2:]
+    assert _own_fs(fs_ops, ("/r", shared, "/r/0")) == [["base", "/r/0"], *own]
+    assert _own_fs(fs_ops, ("/other", shared, "/other/0")) == fs_ops  # another host folder
+    assert _own_fs(fs_ops, ("/r", shared[1:], "/r/0")) == fs_ops  # another shared part
+    assert _own_fs(fs_ops, None) == fs_ops
 
 
 def test_fork_server_and_sandboxes_hold_no_host_secrets(monkeypatch):

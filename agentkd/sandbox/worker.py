@@ -618,25 +618,41 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC = 1, 2, 4
 PIVOT_ROOT_NR = {"x86_64": 155, "aarch64": 41}
 
 
+def _mount(src, dst, fstype, flags, data=None) -> None:
+    import ctypes
+
+    enc = lambda v: v.encode() if isinstance(v, str) else v  # noqa: E731
+    if _libc().mount(enc(src), enc(dst), enc(fstype), ctypes.c_ulong(flags), enc(data)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {src} on {dst}: {os.strerror(err)}")
+
+
 def _setup_fs(ops: list) -> None:
     """Build and enter a new root (the `unshare` backend; we are root in a private mount namespace).
 
-    ops: ["root", hostdir] first, then ["ro"|"rw", src, dst], ["symlink", target, dst], ["tmpfs", dst, size,
-    mode], ["dir", dst], ["proc", dst], ["dev", dst]; dst paths are inside the new root."""
-    import ctypes
+    ops: ["root", hostdir] first (a new tmpfs is mounted there), or ["base", hostdir] (a root prepared ahead
+    by the fork server, `_prepare_root`: only the ops it left out follow); then ["ro"|"rw", src, dst],
+    ["symlink", target, dst], ["tmpfs", dst, size, mode], ["dir", dst], ["proc", dst], ["dev", dst]; dst
+    paths are inside the new root."""
     import platform
 
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def mount(src, dst, fstype, flags, data=None):
-        enc = lambda v: v.encode() if isinstance(v, str) else v  # noqa: E731
-        if libc.mount(enc(src), enc(dst), enc(fstype), ctypes.c_ulong(flags), enc(data)) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"mount {src} on {dst}: {os.strerror(err)}")
-
     root = ops[0][1]
-    mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
-    for op in ops[1:]:
+    if ops[0][0] == "root":
+        _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
+    _build_fs(root, ops[1:])
+    os.chdir(root)
+    nr = PIVOT_ROOT_NR.get(platform.machine())
+    libc = _libc()
+    if nr is not None and libc.syscall(nr, b".", b".") == 0:
+        libc.umount2(b".", 2)  # MNT_DETACH: the old root disappears from this namespace
+    else:
+        os.chroot(".")
+    os.chdir("/")
+
+
+def _build_fs(root: str, ops: list) -> None:
+    """Carry out the mount operations `ops` under `root` (see `_setup_fs`)."""
+    for op in ops:
         kind, dst = op[0], root + op[-1] if op[0] in ("ro", "rw", "symlink") else root + op[1]
         if kind in ("ro", "rw"):
             if os.path.isdir(op[1]):
@@ -644,9 +660,9 @@ def _setup_fs(ops: list) -> None:
             else:
                 os.makedirs(os.path.dirname(dst), exist_ok=True)
                 open(dst, "a").close()
-            mount(op[1], dst, None, MS_BIND | MS_REC)
+            _mount(op[1], dst, None, MS_BIND | MS_REC)
             flags = MS_REMOUNT | MS_BIND | MS_NOSUID | (MS_RDONLY if kind == "ro" else 0)
-            mount(None, dst, None, flags)
+            _mount(None, dst, None, flags)
         elif kind == "symlink":
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             os.symlink(op[1], dst)
@@ -655,26 +671,35 @@ def _setup_fs(ops: list) -> None:
             os.chmod(dst, 0o755)
         elif kind == "tmpfs":
             os.makedirs(dst, exist_ok=True)
-            mount("tmpfs", dst, "tmpfs", MS_NOSUID | MS_NODEV, f"size={op[2]},mode={op[3]}")
+            _mount("tmpfs", dst, "tmpfs", MS_NOSUID | MS_NODEV, f"size={op[2]},mode={op[3]}")
         elif kind == "proc":
             os.makedirs(dst, exist_ok=True)
-            mount("proc", dst, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            _mount("proc", dst, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         elif kind == "dev":
             os.makedirs(dst, exist_ok=True)
-            mount("tmpfs", dst, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755")
+            _mount("tmpfs", dst, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755")
             for node in ("null", "zero", "random", "urandom", "full"):
                 open(f"{dst}/{node}", "a").close()
-                mount(f"/dev/{node}", f"{dst}/{node}", None, MS_BIND)
+                _mount(f"/dev/{node}", f"{dst}/{node}", None, MS_BIND)
             for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                                  ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
                 os.symlink(target, f"{dst}/{name}")
-    os.chdir(root)
-    nr = PIVOT_ROOT_NR.get(platform.machine())
-    if nr is not None and libc.syscall(nr, b".", b".") == 0:
-        libc.umount2(b".", 2)  # MNT_DETACH: the old root disappears from this namespace
-    else:
-        os.chroot(".")
-    os.chdir("/")
+
+
+OWN_FS_OPS = ("tmpfs", "proc", "rw")  # what each sandbox mounts itself: its /work and /tmp, /proc, socket folder
+
+
+def split_fs(ops: list) -> tuple[list, list]:
+    """(the part of the mount operations `ops` (without the root op) that is the same for every sandbox of a
+    config, with an empty folder in place of each of its own mounts; the operations of those own mounts)."""
+    shared, own = [], []
+    for op in ops:
+        if op[0] in OWN_FS_OPS:
+            own.append(list(op))
+            shared.append(["dir", op[-1] if op[0] == "rw" else op[1]])
+        else:
+            shared.append(list(op))
+    return shared, own
 
 
 _LIBC = None
@@ -782,11 +807,20 @@ def serve(cfg: dict, token: str, after_drop=None) -> None:
 # server's memory (which a sandbox forked later would inherit). Killing pid 1 kills the namespace, and
 # waiting on its pidfd returns only once every process in it is gone. The server exits when the host's
 # end of its socket closes; its sandboxes die with it (parent-death signal).
+# Prepared roots: the server runs in a mount namespace of its own (a slave of the host's: host mounts
+# propagate in, nothing flows out). A spawn request may carry the host folder of the sandbox's root and the
+# shared part of its mount plan ({"root", "base"}, `split_fs`); the server then builds that part once, at
+# ROOT/N under a private tmpfs on ROOT (the host sees ROOT empty), with its top tmpfs made read-only. Each
+# sandbox's unshare(CLONE_NEWNS) copies those mounts (read-only flags included) and makes them private; it
+# mounts only its own tmpfs /work and /tmp, /proc and socket folder there and pivots into it (`_own_fs`).
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = (
     0x00020000, 0x04000000, 0x08000000, 0x20000000, 0x40000000)
-MS_PRIVATE = 1 << 18
+MS_PRIVATE, MS_SLAVE = 1 << 18, 1 << 19
 PR_SET_PDEATHSIG = 1
+MAX_PREPARED = 8
+_stages: dict[str, bool] = {}  # host folder -> a private tmpfs is mounted on it (in the server's mount namespace)
+_prepared: dict[str, str | None] = {}  # (host folder, shared ops) as JSON -> the root prepared for them (None: failed)
 
 
 def _die_with_parent(parent_pidfd: int) -> None:
@@ -853,6 +887,12 @@ def forkserver_main(argv: list[str]) -> None:
         status = os.waitpid(pid, 0)[1]
         if status != 0:
             raise OSError(f"cannot create the sandbox namespaces here (status {status})")
+        try:  # a mount namespace of its own, for the roots it prepares (host mounts still propagate in)
+            _unshare(CLONE_NEWNS)
+            _mount("none", "/", None, MS_REC | MS_SLAVE)
+            _stages[""] = True
+        except OSError:
+            pass  # no prepared roots: each sandbox builds its own
     except BaseException as e:
         sock.sendall(encode({"op": "error", "error": f"{type(e).__name__}: {e}"}))
         os._exit(1)
@@ -880,20 +920,22 @@ def forkserver_main(argv: list[str]) -> None:
                 if not more:
                     os._exit(0)
                 data += more
-            op = json.loads(data[4:4 + n]).get("op")
+            req = json.loads(data[4:4 + n])
+            op = req.get("op")
         except (ValueError, struct.error, AttributeError):
-            op = None
+            req, op = {}, None
         if op != "spawn" or len(fds) != 2:
             for fd in fds:
                 os.close(fd)
             sock.sendall(encode({"error": f"bad request {op!r} with {len(fds)} fds"}))
             continue
+        base = _prepared_root(req.get("root"), req.get("base"))
         # SIGCHLD stays blocked until the pidfd is open: the child cannot be reaped (and its pid reused) before
         old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
         try:
             pid = _fork_into_new_pid_namespace(own_pidns)
             if pid == 0:
-                _sandbox_init(sock, fds, me)
+                _sandbox_init(sock, fds, me, base)
             pidfd = os.pidfd_open(pid)
         except OSError as e:
             sock.sendall(encode({"error": f"fork failed: {e}"}))
@@ -921,8 +963,54 @@ def _fork_into_new_pid_namespace(own_pidns: int) -> int:
     return os.fork()
 
 
-def _sandbox_init(sock, fds: list[int], server_pidfd: int) -> None:
-    """The sandbox's first process, pid 1 of its pid namespace (see above). Never returns."""
+def _prepared_root(root, shared) -> tuple[str, list, str] | None:
+    """(root, shared, the prepared root) for a spawn request that names the host folder `root` and the shared
+    part of its mount plan (`split_fs`): the read-only root is built once per such pair, in the server's own
+    mount namespace (where the host never sees it), as a tree under a private tmpfs mounted on `root`."""
+    if not _stages.get("") or not isinstance(root, str) or not root.startswith("/") or not isinstance(shared, list):
+        return None
+    key = json.dumps([root, shared])
+    if key not in _prepared and len(_prepared) < MAX_PREPARED:
+        if root not in _stages:
+            try:
+                _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0700")
+                _stages[root] = True
+            except OSError:
+                _stages[root] = False
+        _prepared[key] = _prepare_root(f"{root}/{len(_prepared)}", shared) if _stages[root] else None
+    path = _prepared.get(key)
+    return (root, shared, path) if path else None
+
+
+def _prepare_root(path: str, shared: list) -> str | None:
+    """Build the shared part of a sandbox root at `path` (a new folder); its top tmpfs is then made read-only:
+    every sandbox only mounts on the empty folders left for its own mounts. None if it fails."""
+    try:
+        os.mkdir(path, 0o755)
+        _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
+    except OSError:
+        return None
+    try:
+        _build_fs(path, shared)
+        _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+        return path
+    except OSError:
+        _libc().umount2(path.encode(), 2)  # MNT_DETACH: with everything mounted below it
+        return None
+
+
+def _own_fs(fs: list, base: tuple[str, list, str] | None) -> list:
+    """A sandbox's mount plan `fs`, reduced to its own mounts on top of the prepared root when that root was
+    prepared for exactly this plan (same host folder, same shared part); else `fs` as it is."""
+    if base is None or not fs or list(fs[0]) != ["root", base[0]]:
+        return fs
+    shared, own = split_fs(fs[1:])
+    return [["base", base[2]], *own] if shared == base[1] else fs
+
+
+def _sandbox_init(sock, fds: list[int], server_pidfd: int, base: tuple[str, list, str] | None = None) -> None:
+    """The sandbox's first process, pid 1 of its pid namespace (see above); `base`: the root prepared for it
+    (`_prepared_root`), if any. Never returns."""
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
@@ -956,7 +1044,10 @@ def _sandbox_init(sock, fds: list[int], server_pidfd: int) -> None:
             _die_with_parent(alive)
             os.close(alive)
 
-        serve(req["cfg"], req.get("token", ""), rearm)
+        cfg = req["cfg"]
+        if cfg.get("fs"):
+            cfg["fs"] = _own_fs(cfg["fs"], base)
+        serve(cfg, req.get("token", ""), rearm)
     except BaseException:
         try:
             import traceback
