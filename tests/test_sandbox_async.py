@@ -166,3 +166,70 @@ def test_pool_close_without_waiting_kills_everything_at_once(mode):
         pool.acquire()
     # the background clean-up removes what the sandboxes left on the host
     assert wait_until(lambda: not any(d.exists() for d in sockdirs), timeout=10.0)
+
+
+def test_launch_returns_at_once_and_start_picks_the_worker_up():
+    boxes = [make() for _ in range(6)]
+    t0 = time.perf_counter()
+    for sb in boxes:
+        sb.launch()
+        assert not sb.started
+    launched = time.perf_counter() - t0
+    try:
+        for i, sb in enumerate(boxes):
+            sb.start()
+            assert sb.started and sb.start_time_s is not None
+            assert sb.run(f"{i} * 2").value == str(i * 2)
+        # six workers booted in parallel: launching them took less than starting them one by one would
+        assert launched < sum(sb.start_time_s for sb in boxes)
+    finally:
+        for sb in boxes:
+            sb.close()
+
+
+async def test_arun_on_a_launched_sandbox_waits_for_its_worker():
+    with make() as sb:  # __enter__ starts it: close and relaunch to test the launched state
+        sb.close()
+        sb.launch()
+        assert not sb.started
+        r = await sb.arun("print('up')")
+        assert r.stdout == "up\n" and sb.started
+
+
+def test_closing_a_launched_sandbox_leaves_nothing_behind():
+    marker = f"agentkd-launch-{uuid.uuid4().hex[:8]}"
+    sb = make()
+    sb.launch()
+    pid, sockdir = sb._impl.proc.pid, Path(sb._sockdir)
+    assert sockdir.is_dir()
+    sb.close()  # never started: its worker must still be killed and its folders removed
+    assert not sockdir.exists()
+    assert wait_until(lambda: not Path(f"/proc/{pid}").exists() or killed(pid))
+    pool = SandboxPool(SandboxConfig(episode_isolation="container"), warm=0)
+    try:
+        ep = pool.acquire(wait=False)
+        assert not ep.started
+        ep.start()
+        assert ep.run(f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', 'import time; "
+                      f"time.sleep(60)', '{marker}'], start_new_session=True)\n1").value == "1"
+        assert wait_until(lambda: len(procs_with(marker)) == 1)
+        ep.close()
+        assert wait_until(lambda: procs_with(marker) == [])
+    finally:
+        pool.close()
+
+
+def test_a_sandbox_that_cannot_boot_fails_at_start_not_at_launch(tmp_path):
+    bad = tmp_path / "not-python"
+    bad.write_text("#!/bin/sh\nexit 3\n")
+    bad.chmod(0o755)
+    sb = Sandbox(SandboxConfig(python=str(bad), start_timeout_s=5))
+    try:
+        try:
+            sb.launch()
+        except SandboxError:
+            return  # a backend that checks the interpreter up front: fine too
+        with pytest.raises(SandboxError):
+            sb.start()
+    finally:
+        sb.close()

@@ -19,7 +19,7 @@ import json
 import logging
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,8 @@ from agentkd.core.tasks import load_tasks
 from agentkd.core.types import Provenance, Task, Trajectory
 
 log = logging.getLogger(__name__)
-_STARTERS = 2
 _CLOSE_DELAY_S = 0.1
+_LAUNCHERS = 1
 _YamlDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml when built with it: same output, ~5x faster
 
 
@@ -48,33 +48,56 @@ def finished_keys(path: Path) -> set[tuple[str, int]]:
 
 
 class _Prestarted:
-    """An episode's sandbox, acquired from the pool in a thread right away; `run` waits for it."""
+    """An episode's sandbox, started ahead while the first teacher call is in flight; `arun` waits for it.
 
-    def __init__(self, pool: Any, executor: ThreadPoolExecutor):
+    One thread launches the sandboxes of all episodes in order (fast: the workers boot in parallel, in
+    their own processes) and another picks each up once it has connected."""
+
+    def __init__(self, pool: Any, launcher: ThreadPoolExecutor, completer: ThreadPoolExecutor):
         self.pool = pool
-        self._acquired = executor.submit(pool.acquire)
+        self._launched: Any = None
+        self._ready: Future = Future()
+        launcher.submit(pool.acquire, False).add_done_callback(lambda f: self._then(f, completer))
+
+    def _then(self, launched: Future, completer: ThreadPoolExecutor) -> None:
+        if launched.exception() is not None:
+            self._ready.set_exception(launched.exception())
+            return
+        self._launched = sandbox = launched.result()
+
+        def started(f: Future) -> None:
+            if f.exception() is not None:
+                self._ready.set_exception(f.exception())
+            else:
+                self._ready.set_result(sandbox)
+
+        try:
+            completer.submit(sandbox.start).add_done_callback(started)
+        except RuntimeError as e:  # the run is over (executor shut down)
+            self._ready.set_exception(e)
 
     @property
     def backend(self) -> str:
         return self.pool.backend
 
     def run(self, code: str, timeout_s: float | None = None) -> Any:
-        return self._acquired.result().run(code, timeout_s=timeout_s)
+        return self._ready.result().run(code, timeout_s=timeout_s)
 
     async def arun(self, code: str, timeout_s: float | None = None, *, executor: Any = None) -> Any:
         import asyncio
 
-        sandbox = await asyncio.wrap_future(self._acquired)
+        sandbox = await asyncio.wrap_future(self._ready)
         if hasattr(sandbox, "arun"):
             return await sandbox.arun(code, timeout_s, executor=executor)
         return await asyncio.get_running_loop().run_in_executor(executor, sandbox.run, code, timeout_s)
 
     def close(self) -> None:
         try:
-            sandbox = self._acquired.result()
+            self._ready.result()
         except Exception:
-            return
-        sandbox.close()
+            pass
+        if self._launched is not None:
+            self._launched.close()
 
 
 def _log_close_error(f: Any) -> None:
@@ -152,7 +175,8 @@ async def collect_async(cfg: CollectConfig, out_dir: str | Path, *, progress: bo
     # sandbox starts and closes get a few threads of their own: 64 threads starting sandboxes at once only
     # fight over the GIL with the event loop that is sending the first requests; a few in order finish the
     # same work sooner (the earliest episodes, whose answers come back first, get theirs first)
-    starter = ThreadPoolExecutor(max_workers=_STARTERS, thread_name_prefix="sandbox-start")
+    launcher = ThreadPoolExecutor(max_workers=_LAUNCHERS, thread_name_prefix="sandbox-launch")
+    completer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-start")
     closer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-close")
     # fresh per-episode sandboxes: forked from a warm template (cfg.sandbox.episode_isolation="process") or
     # one new sandbox each ("container"); see agentkd.sandbox
@@ -188,7 +212,7 @@ async def collect_async(cfg: CollectConfig, out_dir: str | Path, *, progress: bo
             sandbox = None
             try:
                 # the worker starts in the background while the first teacher call is in flight
-                sandbox = _Prestarted(pool, starter)
+                sandbox = _Prestarted(pool, launcher, completer)
                 traj: Trajectory = await run_episode(task, model, sandbox, tools, cfg.agent, sampling=sampling,
                                                      seed=cfg.seed + sample, sample_index=sample, executor=executor)
             except BudgetExceeded:
@@ -227,7 +251,8 @@ async def collect_async(cfg: CollectConfig, out_dir: str | Path, *, progress: bo
             handle.cancel()
             close_now(sandbox)
         closer.shutdown(wait=False)
-        starter.shutdown(wait=False)
+        launcher.shutdown(wait=False)
+        completer.shutdown(wait=False)
         executor.shutdown(wait=False)
     wall = time.perf_counter() - t_start
     tool_stats = cache_stats(tools) or {}

@@ -371,12 +371,14 @@ class SandboxPool:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def acquire(self) -> Sandbox:
-        """A started sandbox for one episode, in pristine state; the caller closes it."""
+    def acquire(self, wait: bool = True) -> Sandbox:
+        """A sandbox for one episode, in pristine state; the caller closes it. `wait=False` (container
+        mode): return as soon as its worker was launched; it boots in the background and its `start()` (or
+        first run) waits for it, so one thread can start many sandboxes that boot in parallel."""
         if self._closed:
             raise SandboxError("the sandbox pool is closed")
         if self.mode == "container":
-            return self._acquire_container()
+            return self._acquire_container(wait)
         sb = PooledSandbox(self)
         sb.start()
         return sb
@@ -441,7 +443,7 @@ class SandboxPool:
             box.close()
 
     # -- container mode -----------------------------------------------------------------------------
-    def _acquire_container(self) -> Sandbox:
+    def _acquire_container(self, wait: bool = True) -> Sandbox:
         with self._lock:
             sb = self._ready.popleft() if self._ready else None
             if self.warm and self._warmer is None:
@@ -452,7 +454,10 @@ class SandboxPool:
             sb = Sandbox(self.config, self.tools)
             with self._lock:
                 self._out.add(sb)
-            sb.start()
+            if wait:
+                sb.start()
+            else:
+                sb.launch()
         else:
             with self._lock:
                 self._out.add(sb)

@@ -108,6 +108,7 @@ class Sandbox:
         self._candidates: dict[int, Channel] = {}
         self._generation = 0
         self._async_busy = False  # an `arun` holds the lock across awaits on the loop's thread
+        self._launched_at: float | None = None  # launch() started a worker that start() has not picked up yet
         self._next_kid = 1
         self._listener: socket.socket | None = None
         self._sockdir: str | None = None
@@ -137,9 +138,28 @@ class Sandbox:
         assert self._impl is not None
         return self._impl.isolation()
 
+    @property
+    def started(self) -> bool:
+        """Whether the worker is up and connected (`launch()` alone does not wait for that)."""
+        return self._main is not None
+
     @_locked
     def start(self) -> None:
+        """Start the worker (if `launch()` did not already) and wait until it has connected."""
         if self._main is not None:
+            return
+        if self._launched_at is None:
+            self.launch()
+        assert self._launched_at is not None
+        t0, self._launched_at = self._launched_at, None
+        self._main = self._accept(time.monotonic() + self.config.start_timeout_s)
+        self.start_time_s = time.perf_counter() - t0
+
+    @_locked
+    def launch(self) -> None:
+        """Start the worker without waiting for it to connect: it boots in the background, and `start()` (or
+        the first run) picks it up. Lets one thread start many sandboxes that boot in parallel."""
+        if self._main is not None or self._launched_at is not None:
             return
         self.backend  # noqa: B018 - resolves the backend class
         if self._listener is None:
@@ -155,19 +175,14 @@ class Sandbox:
         if self._finalizer is not None:
             self._finalizer.detach()
         self._finalizer = weakref.finalize(self, _cleanup, self._impl, self._listener, self._sockdir)
-        self._launch()
+        self._token = secrets.token_hex(16)
+        t0 = time.perf_counter()
+        self._impl.start(self._worker_cfg(), self._token)
+        self._launched_at = t0
 
     def _worker_cfg(self) -> dict[str, Any]:
         c = self.config
         return {"max_output": c.max_output_bytes, "tools": sorted(self.tools), "allowed_imports": c.allowed_imports}
-
-    def _launch(self) -> None:
-        assert self._impl is not None and self._listener is not None
-        self._token = secrets.token_hex(16)
-        t0 = time.perf_counter()
-        self._impl.start(self._worker_cfg(), self._token)
-        self._main = self._accept(time.monotonic() + self.config.start_timeout_s)
-        self.start_time_s = time.perf_counter() - t0
 
     def _accept(self, deadline: float) -> Channel:
         assert self._impl is not None and self._listener is not None
@@ -194,6 +209,7 @@ class Sandbox:
             self._main = None
         if self._impl is not None:
             self._impl.kill()
+        self._launched_at = None
         self.restarts += 1
         self._generation += 1
         self.start()
@@ -209,6 +225,7 @@ class Sandbox:
             self._finalizer()
             self._finalizer = None
         self._impl = None
+        self._launched_at = None
         self._listener = None
         self._sockdir = None
 

@@ -102,6 +102,9 @@ class _StubSandbox:
             return ExecResult(is_final=True, final_answer=m.group(2))
         return ExecResult(stdout="42\n")
 
+    def start(self) -> None:
+        pass
+
     async def arun(self, code: str, timeout_s: float | None = None, **kwargs):
         return self.run(code, timeout_s)
 
@@ -115,7 +118,7 @@ class _StubPool:
     def __init__(self, *args, **kwargs):
         pass
 
-    def acquire(self) -> _StubSandbox:
+    def acquire(self, wait: bool = True) -> _StubSandbox:
         return _StubSandbox()
 
     def close(self, wait: bool = True) -> None:
@@ -199,7 +202,8 @@ def _run_one(a: argparse.Namespace, mode: str) -> None:
               f"per episode; machine load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"peak RSS (this process) = {peak_mb:.0f} MiB")
     if ok != a.episodes:
-        print("warning: not every episode finished ok", file=sys.stderr)
+        print(f"[{mode}] INVALID: only {ok} of {a.episodes} episodes finished ok", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
