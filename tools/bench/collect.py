@@ -1,7 +1,7 @@
 """Collection throughput against a stand-in teacher with fixed latency.
 
     python tools/bench/collect.py [--episodes 64] [--latency 0.3] [--concurrency 64] [--steps 3]
-                                  [--isolation container,process,none]
+                                  [--isolation container,process,none] [--repeat 5]
 
 Each episode makes `steps` teacher calls (steps-1 code actions, then final_answer), each code action runs
 in the episode's real sandbox. Ideal throughput = concurrency / latency calls per second; prints
@@ -9,6 +9,11 @@ achieved ÷ ideal (target ≥ 0.9) for each `sandbox.episode_isolation` mode (co
 episode; process: episodes forked from a warm template, see agentkd.sandbox), and peak memory of this
 process. `none` replaces the sandbox with a stub that answers at once: the ceiling that everything but
 the sandbox (client, stand-in server, event loop) allows on this machine under its current load.
+
+Achieved throughput = teacher calls / the time from calling `collect()` to its last stored trajectory;
+the sandbox teardown after that (every sandbox still open is killed before `collect()` returns) is
+printed separately, with the ratio that counts it too. Each mode is timed `--repeat` times in this one
+invocation (one warm-up episode first); the median is the result, min and max show the machine's noise.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ def main() -> None:
     ap.add_argument("--isolation", default="container,process,none",
                     help="comma-separated sandbox.episode_isolation modes to measure, in this order "
                     "(none: a stub sandbox, for the ceiling)")
+    ap.add_argument("--repeat", type=int, default=5,
+                    help="timed runs per mode (each with a fresh output folder); the median is the result")
     ap.add_argument("--episodes-per-container", type=int, default=None,
                     help="process mode: sandbox.episodes_per_container (default: the config default)")
     a = ap.parse_args()
@@ -152,6 +159,8 @@ def standin_process(latency: float, actions: int):
 
 
 def _run_one(a: argparse.Namespace, mode: str) -> None:
+    import statistics
+
     from agentkd.collect import CollectConfig, collect
 
     with tempfile.TemporaryDirectory() as tmp, standin_process(a.latency, a.steps - 1) as url:
@@ -168,14 +177,26 @@ def _run_one(a: argparse.Namespace, mode: str) -> None:
                         **({"episodes_per_container": a.episodes_per_container} if a.episodes_per_container else {})},
             "concurrency": a.concurrency,
         })
-        # warm-up: one episode pays the one-time imports (litellm, sandbox) outside the timed run
+        # warm-up: one episode pays the one-time imports (litellm, sandbox) outside the timed runs
         collect(cfg.model_copy(update={"tasks": cfg.tasks.model_copy(update={"limit": 1})}), Path(tmp) / "warm",
                 progress=False)
-        cpu0, t0 = CPU.read(), time.perf_counter()
-        summary = collect(cfg, Path(tmp) / "run", progress=False)
-        wall, cpu1 = time.perf_counter() - t0, CPU.read()
-        calls = summary["request_cache"].get("misses", 0)  # every teacher call of the run (all are new)
-    ok = summary["statuses"].get("ok", 0)
+        runs = []
+        for r in range(a.repeat):  # each run a fresh output folder: every teacher call is new, none cached
+            cpu0, t0 = CPU.read(), time.perf_counter()
+            summary = collect(cfg, Path(tmp) / f"run{r}", progress=False)
+            wall, cpu1 = time.perf_counter() - t0, CPU.read()
+            ok = summary["statuses"].get("ok", 0)
+            if ok != a.episodes:
+                print(f"[{mode}] INVALID: only {ok} of {a.episodes} episodes finished ok", file=sys.stderr)
+                sys.exit(1)
+            # collect() returns once every sandbox has been killed; that teardown (SIGKILL to every process
+            # of every sandbox still open: ~20-40 ms for 64 here) is not collection work: the throughput
+            # window ends when the last trajectory is stored. The ratio counting it is printed too.
+            teardown = max(0.0, summary["wall_s"] - summary["episodes_s"])
+            calls = summary["request_cache"].get("misses", 0)  # every teacher call of the run (all new)
+            runs.append({"wall": wall, "teardown": teardown, "calls": calls,
+                         "cpu": None if cpu0 is None or cpu1 is None else cpu1 - cpu0})
+            time.sleep(0.5)  # let the last run's sandboxes finish leaving before the next one starts
     if mode == "none":
         backend = "stub"
     else:
@@ -183,27 +204,25 @@ def _run_one(a: argparse.Namespace, mode: str) -> None:
 
         backend = choose_backend(SandboxConfig(backend=a.backend))[0].name
     ideal = a.concurrency / a.latency
-    # the first call of every episode cannot start before the run does, so the best possible wall time is
-    # ceil(episodes / concurrency) * steps * latency
-    # collect() returns once every sandbox has been killed; that teardown (SIGKILL to every process of
-    # every sandbox still open: ~20-40 ms for 64 sandboxes here) is not collection work: the throughput
-    # window ends when the last trajectory is stored. Both numbers are printed.
-    teardown = max(0.0, summary["wall_s"] - summary["episodes_s"])
-    achieved = calls / (wall - teardown)
+    ratios = [r["calls"] / (r["wall"] - r["teardown"]) / ideal for r in runs]
+    with_teardown = [r["calls"] / r["wall"] / ideal for r in runs]
+    med = statistics.median(ratios)
+    mid = runs[ratios.index(sorted(ratios)[len(ratios) // 2])]
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"episodes={a.episodes} ok={ok} steps={a.steps} calls={calls} latency={a.latency}s "
-          f"concurrency={a.concurrency} sandbox={a.backend} ({backend}) episode_isolation={mode}")
-    print(f"wall={wall:.3f}s from collect() to the last stored trajectory {wall - teardown:.3f}s, then sandbox "
-          f"teardown {teardown * 1000:.0f} ms; achieved={achieved:.1f} calls/s  ideal={ideal:.1f} calls/s")
-    print(f"[{mode}] throughput ratio (achieved / ideal) = {achieved / ideal:.3f}   target >= 0.9   "
-          f"(counting the teardown too: {calls / wall / ideal:.3f})")
-    if cpu0 is not None and cpu1 is not None:
-        print(f"cpu (this process + its sandboxes) = {cpu1 - cpu0:.2f}s, {(cpu1 - cpu0) / a.episodes * 1000:.1f} ms "
-              f"per episode; machine load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"episodes={a.episodes} steps={a.steps} calls={mid['calls']} latency={a.latency}s "
+          f"concurrency={a.concurrency} sandbox={a.backend} ({backend}) episode_isolation={mode} runs={a.repeat}")
+    print(f"median run: wall={mid['wall']:.3f}s from collect() to the last stored trajectory "
+          f"{mid['wall'] - mid['teardown']:.3f}s, then sandbox teardown {mid['teardown'] * 1000:.0f} ms; "
+          f"ideal={ideal:.1f} calls/s")
+    print(f"[{mode}] throughput ratio (achieved / ideal) = {med:.3f}   target >= 0.9   "
+          f"(median of {a.repeat} runs, min {min(ratios):.3f}, max {max(ratios):.3f}; counting the teardown too: "
+          f"{statistics.median(with_teardown):.3f})")
+    cpus = [r["cpu"] for r in runs if r["cpu"] is not None]
+    if cpus:
+        cpu = statistics.median(cpus)
+        print(f"cpu (this process + its sandboxes) = {cpu:.2f}s, {cpu / a.episodes * 1000:.1f} ms per episode "
+              f"(median); machine load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"peak RSS (this process) = {peak_mb:.0f} MiB")
-    if ok != a.episodes:
-        print(f"[{mode}] INVALID: only {ok} of {a.episodes} episodes finished ok", file=sys.stderr)
-        sys.exit(1)
 
 
 if __name__ == "__main__":
