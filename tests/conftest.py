@@ -16,6 +16,17 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_BENCH = REPO.parent / "shared" / "data" / "benchmarks"
 
 
+def local_backend() -> str | None:
+    """The first isolating local sandbox backend that works here (what `auto` picks without Docker)."""
+    from agentkd.sandbox import SandboxConfig
+    from agentkd.sandbox.backends import backend_class
+
+    for name in ("forkserver", "bwrap", "unshare"):
+        if backend_class(name).unavailable(SandboxConfig(backend=name)) is None:
+            return name
+    return None
+
+
 def procs_with(marker: str) -> list[int]:
     """Host pids whose command line contains `marker` (to check that sandboxed processes are gone)."""
     out = []

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import local_backend
 
 from agentkd.collect import CollectConfig, collect
 from agentkd.collect.runner import collect_async
@@ -208,6 +209,9 @@ def test_no_sandbox_runs_after_collect_returns_and_all_are_cleaned_up(tmp_path):
     if probe is None:
         pytest.skip("no writable cgroup hierarchy here: sandbox processes cannot be listed by cgroup")
     probe.remove()
+    backend = local_backend()  # Docker's containers live in Docker's cgroups (and are killed by its API)
+    if backend is None:
+        pytest.skip("no isolating local sandbox backend works here")
     tasks = write_tasks(tmp_path / "tasks.json", 8)
     seen_dirs: set[Path] = set()
     seen_pids: set[int] = set()
@@ -227,7 +231,8 @@ def test_no_sandbox_runs_after_collect_returns_and_all_are_cleaned_up(tmp_path):
     watcher.start()
     # all 16 episodes run at once and end together: their sandboxes are all still open when the run ends
     with StandinServer(actions=2, latency_s=0.2) as srv:
-        cfg = CollectConfig.model_validate(base_cfg(srv.url, tasks, agent={"ftp": False}, samples=2, concurrency=16))
+        cfg = CollectConfig.model_validate(base_cfg(srv.url, tasks, agent={"ftp": False}, samples=2, concurrency=16,
+                                                    sandbox={"backend": backend}))
 
 
         async def run_and_look() -> tuple[dict, list[int]]:

@@ -10,21 +10,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import procs_with
+from conftest import local_backend, procs_with
 
-from agentkd.sandbox import Sandbox, SandboxConfig, SandboxError, SandboxPool, choose_backend
+from agentkd.sandbox import Sandbox, SandboxConfig, SandboxError, SandboxPool
 
-
-def _default_backend() -> str | None:
-    try:
-        return choose_backend(SandboxConfig())[0].name
-    except SandboxError:
-        return None
-
-
-BACKEND = _default_backend()
-pytestmark = pytest.mark.skipif(BACKEND in (None, "docker", "subprocess"),
-                                reason="needs an isolating local backend (forkserver, bwrap or unshare)")
+BACKEND = local_backend()
+pytestmark = pytest.mark.skipif(BACKEND is None, reason="needs an isolating local backend (forkserver, bwrap or "
+                                "unshare); none works here")
 
 
 def lookup(key: str) -> dict:
@@ -37,6 +29,7 @@ def refuse(x: int) -> int:
 
 
 def make(**kw) -> Sandbox:
+    kw.setdefault("backend", BACKEND)
     kw.setdefault("timeout_s", 2)
     kw.setdefault("hard_timeout_grace_s", 0.5)
     return Sandbox(SandboxConfig(**kw), tools={"lookup": lookup, "refuse": refuse})
@@ -147,7 +140,7 @@ def killed(pid: int) -> bool:
 @pytest.mark.parametrize("mode", ["container", "process"])
 def test_pool_close_without_waiting_kills_everything_at_once(mode):
     marker = f"agentkd-bg-{uuid.uuid4().hex[:8]}"
-    pool = SandboxPool(SandboxConfig(episode_isolation=mode, timeout_s=5), warm=1)
+    pool = SandboxPool(SandboxConfig(backend=BACKEND, episode_isolation=mode, timeout_s=5), warm=1)
     boxes = [pool.acquire() for _ in range(3)]
     for sb in boxes:
         sb.run(f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)', "
@@ -205,7 +198,7 @@ def test_closing_a_launched_sandbox_leaves_nothing_behind():
     sb.close()  # never started: its worker must still be killed and its folders removed
     assert not sockdir.exists()
     assert wait_until(lambda: not Path(f"/proc/{pid}").exists() or killed(pid))
-    pool = SandboxPool(SandboxConfig(episode_isolation="container"), warm=0)
+    pool = SandboxPool(SandboxConfig(backend=BACKEND, episode_isolation="container"), warm=0)
     try:
         ep = pool.acquire(wait=False)
         assert not ep.started
@@ -223,7 +216,7 @@ def test_a_sandbox_that_cannot_boot_fails_at_start_not_at_launch(tmp_path):
     bad = tmp_path / "not-python"
     bad.write_text("#!/bin/sh\nexit 3\n")
     bad.chmod(0o755)
-    sb = Sandbox(SandboxConfig(python=str(bad), start_timeout_s=5))
+    sb = Sandbox(SandboxConfig(backend=BACKEND, python=str(bad), start_timeout_s=5))
     try:
         try:
             sb.launch()

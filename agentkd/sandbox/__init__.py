@@ -23,11 +23,18 @@
     Candidates that are not committed are dropped by the next call. Calls on one Sandbox are serialised;
     use one Sandbox per episode. The soft limit (`timeout_s`) counts host-tool time; the hard limit
     (`timeout_s + hard_timeout_grace_s`) does not. `start_time_s`: launch-to-ready time of the last worker.
+    `await arun(code, timeout_s=None, executor=None)`: `run` for asyncio code; the exchange with the worker
+    happens on the event loop (no thread per run), host tools, starts and restarts in `executor`; one
+    `arun` at a time per sandbox. `launch()` starts the worker without waiting for it to connect (`start()`,
+    or the first run, picks it up; `started` tells): one thread can launch many sandboxes that boot in
+    parallel. `kill_now()` sends SIGKILL to every process of the sandbox without waiting (then `close()`).
 `SandboxPool(config, tools)`
     `acquire()` returns a started, pristine per-episode sandbox with the `Sandbox` interface (run,
     run_candidates, commit, restart, close, backend, isolation(), context manager) and the same per-episode
-    semantics: persistence, soft/hard timeouts with restart, host tools, final_answer, candidates/commit.
-    `close()` on the pool stops everything it started. How episodes are separated is
+    semantics: persistence, soft/hard timeouts with restart, host tools, final_answer, candidates/commit;
+    `acquire(wait=False)` returns it launched (container mode). `close()` on the pool stops everything it
+    started, episodes still open included; `close(wait=False)` kills every process at once and leaves the
+    waiting and clean-up to a background thread (joined at exit). How episodes are separated is
     `config.episode_isolation`:
     process     each warm sandbox holds a template kernel that never runs code; an episode is
                 forked from it (~3 ms of CPU instead of ~7 ms for a new forkserver sandbox, ~25 ms with

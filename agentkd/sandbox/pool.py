@@ -386,9 +386,10 @@ class SandboxPool:
     def close(self, wait: bool = True) -> None:
         """Stop every sandbox the pool started, including episodes still open (they lose their processes).
 
-        `wait=False`: every process is sent SIGKILL before this returns (no code of an episode runs any
-        more), and waiting for them to exit and removing their cgroups, sockets and folders finishes in a
-        background thread, which the interpreter joins before it exits."""
+        `wait=False`: with the local backends every process is sent SIGKILL before this returns (no code of
+        an episode runs any more; Docker containers are killed through the daemon by the clean-up), and
+        waiting for them to exit and removing their cgroups, sockets and folders finishes in a background
+        thread, which the interpreter joins before it exits."""
         self._closed = True
         self._want.set()
         with self._lock:
