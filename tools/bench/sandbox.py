@@ -10,7 +10,7 @@ is measured when a daemon answers ($AGENTKD_DOCKER_HOST / $DOCKER_HOST) and the 
 Start CPU: the host's CPU time during `Sandbox.start()` plus, once the worker is idle, the CPU time of every
 process of the sandbox (and, for forkserver, what the fork server spent on it), from /proc/PID/schedstat.
 Targets (issue 3): default backend p50 <= 1.0x LocalPythonExecutor's; worker start <= 50 ms (bwrap),
-<= 150 ms (Docker); forkserver start CPU <= 8 ms.
+<= 150 ms (Docker). Also printed: forkserver's start CPU as a multiple of bwrap's.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable
 
 TARGET_START_MS = {"bwrap": 50.0, "docker": 150.0}
-TARGET_START_CPU_MS = {"forkserver": 8.0}
 
 
 def _cpu_ns(pid: int) -> int:
@@ -221,10 +220,10 @@ def main(argv: list[str] | None = None) -> int:
         if name in by:
             s = by[name]["start_ms"]
             print(f"  {name} worker start {s:.1f} ms (target <= {target:g} ms): {'met' if s <= target else 'NOT met'}")
-    for name, target in TARGET_START_CPU_MS.items():
-        if name in by and by[name]["start_cpu_ms"] is not None:
-            s = by[name]["start_cpu_ms"]
-            print(f"  {name} start CPU {s:.1f} ms (target <= {target:g} ms): {'met' if s <= target else 'NOT met'}")
+    fs, bw = by.get("forkserver"), by.get("bwrap")
+    if fs and bw and fs["start_cpu_ms"] and bw["start_cpu_ms"]:  # not an issue target: how much forking saves
+        print(f"  forkserver start CPU {fs['start_cpu_ms']:.1f} ms = {fs['start_cpu_ms'] / bw['start_cpu_ms']:.2f}x "
+              "bwrap's (measured in this run)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"n": args.n, "default": default, "rows": rows}, f, indent=2)
