@@ -226,3 +226,17 @@ def test_a_sandbox_that_cannot_boot_fails_at_start_not_at_launch(tmp_path):
             sb.start()
     finally:
         sb.close()
+
+
+async def test_a_cancelled_arun_never_hands_its_answer_to_the_next_run():
+    with make() as sb:
+        await sb.arun("x = 1")
+        task = asyncio.create_task(sb.arun("import time\ntime.sleep(0.3)\n'late answer'"))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.4)  # the cancelled run's answer would be waiting by now
+        r = await sb.arun("'fresh'")
+        assert r.value == "'fresh'" and r.restarted  # a new worker: the old one's state is gone, and said so
+        assert "NameError" in (await sb.arun("x")).error

@@ -108,6 +108,7 @@ class Sandbox:
         self._candidates: dict[int, Channel] = {}
         self._generation = 0
         self._async_busy = False  # an `arun` holds the lock across awaits on the loop's thread
+        self._abandoned = False  # an `arun` was cancelled mid-exchange: restart before the next run
         self._launched_at: float | None = None  # launch() started a worker that start() has not picked up yet
         self._next_kid = 1
         self._listener: socket.socket | None = None
@@ -240,6 +241,12 @@ class Sandbox:
     @_locked
     def run(self, code: str, timeout_s: float | None = None) -> ExecResult:
         """Run `code` in the persistent namespace. Never raises for problems in the code itself."""
+        if self._abandoned:  # an arun was cancelled mid-exchange: its worker's state is no longer ours
+            self._abandoned = False
+            self.restart()
+            result = self.run(code, timeout_s)
+            result.restarted = True
+            return result
         self.start()
         self._drop_candidates()
         assert self._main is not None
@@ -281,6 +288,12 @@ class Sandbox:
                     outcome = "timeout"
                 except ChannelClosed:
                     outcome, why = "died", self._death_reason()
+                except asyncio.CancelledError:
+                    # the worker may still answer this run: that answer must never be taken for the next
+                    # run's. Drop the channel; the next run restarts the worker and reports the lost state.
+                    ch.close()
+                    self._main, self._abandoned = None, True
+                    raise
         finally:
             self._async_busy = False
             self._lock.release()
