@@ -101,20 +101,22 @@ class Cgroup:
                     pass
         return False
 
+    def signal(self) -> bool:
+        """SIGKILL everything inside now, without waiting; whether anything was still inside."""
+        left = self.pids()
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        return bool(left)
+
     def kill(self, timeout: float = 2.0) -> None:
         for d in self.dirs:
             _write(d / "cgroup.kill", "1")
         deadline = time.monotonic() + timeout
         pause = 0.0005  # killed processes usually leave within a millisecond or two: poll fast, then back off
-        while time.monotonic() < deadline:
-            left = self.pids()
-            if not left:
-                return
-            for pid in left:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
+        while time.monotonic() < deadline and self.signal():
             time.sleep(pause)
             pause = min(pause * 2, 0.02)
 

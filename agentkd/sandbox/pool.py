@@ -32,7 +32,7 @@ from typing import Any
 from agentkd.sandbox.backends.base import Backend
 from agentkd.sandbox.config import SandboxConfig, resolve_config
 from agentkd.sandbox.protocol import Channel, ChannelClosed
-from agentkd.sandbox.sandbox import Sandbox, SandboxError, _cleanup, _locked, choose_backend, kill_now
+from agentkd.sandbox.sandbox import Sandbox, SandboxError, _cleanup, _locked, choose_backend
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class _Box:
     def kill_now(self) -> None:
         """SIGKILL every process of this container at once; `close()` waits for them and cleans up."""
         if self.impl is not None:
-            kill_now(self.impl)
+            self.impl.kill_now()
 
     def close(self) -> None:
         self.closed = True

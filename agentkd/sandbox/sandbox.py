@@ -56,27 +56,6 @@ def _cleanup(impl: Backend | None, listener: socket.socket | None, sockdir: str 
         shutil.rmtree(sockdir, ignore_errors=True)
 
 
-def kill_now(impl: Backend) -> None:
-    """Send SIGKILL to every process of a sandbox without waiting for them (its `kill()` waits and cleans
-    up): everything in its cgroup, and its root process, whose namespace dies with it."""
-    import signal
-
-    cgroup = getattr(impl, "cgroup", None)
-    if cgroup is not None:
-        for pid in cgroup.pids():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-    proc = getattr(impl, "proc", None)
-    if proc is not None:
-        try:
-            if proc.poll() is None:
-                proc.kill()
-        except Exception:  # already gone
-            pass
-
-
 def _locked(method):
     """Serialise calls on one Sandbox (it is one worker: concurrent runs would interleave on its channel)."""
 
@@ -235,7 +214,7 @@ class Sandbox:
         runs in it any more. `close()` still has to be called to wait for them and clean up."""
         impl = self._impl
         if impl is not None:
-            kill_now(impl)
+            impl.kill_now()
 
     # -- running code -------------------------------------------------------------------------------
     @_locked

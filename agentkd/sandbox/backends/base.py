@@ -54,6 +54,10 @@ class Backend:
     def kill(self) -> None:
         raise NotImplementedError
 
+    def kill_now(self) -> None:
+        """SIGKILL the sandbox's processes at once, without waiting (`kill()` still waits and cleans up).
+        Default: nothing; the sandbox dies in `kill()`."""
+
     def diagnostics(self) -> str:
         """Whatever the sandbox printed before it connected (for start-up errors)."""
         return ""
@@ -107,6 +111,18 @@ class LocalProcessBackend(Backend):
 
     def cleanup(self) -> None:
         """Remove what the backend made on the host besides the process and cgroup."""
+
+    def kill_now(self) -> None:
+        """Everything in the cgroup, and the root process, whose namespace dies with it."""
+        if self.cgroup is not None:
+            self.cgroup.signal()
+        proc = self.proc
+        if proc is not None:
+            try:
+                if proc.poll() is None:
+                    proc.kill()
+            except OSError:  # already gone
+                pass
 
     def kill(self) -> None:
         if self.cgroup is not None:
