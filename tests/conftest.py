@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,27 @@ def local_backend() -> str | None:
         if backend_class(name).unavailable(SandboxConfig(backend=name)) is None:
             return name
     return None
+
+
+def wait_until(cond, timeout: float = 5.0) -> bool:
+    """Poll `cond` every 20 ms until it holds or `timeout` passed; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return cond()
+
+
+def killed(pid: int) -> bool:
+    """Gone, a zombie, or with SIGKILL pending: it will never run code again."""
+    try:
+        fields = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                      if ":\t" in line)
+    except OSError:
+        return True
+    pending = int(fields.get("SigPnd", "0"), 16) | int(fields.get("ShdPnd", "0"), 16)
+    return fields.get("State", "").startswith(("Z", "X")) or bool(pending & (1 << 8))
 
 
 def procs_with(marker: str) -> list[int]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import local_backend
+from conftest import killed, local_backend
 
 from agentkd.collect import CollectConfig, collect
 from agentkd.collect.runner import collect_async
@@ -189,17 +189,6 @@ def _sandbox_cgroups() -> set[Path]:
             for d in root.iterdir() if d.name.startswith(f"sb-{os.getpid()}-")}
 
 
-def _killed(pid: int) -> bool:
-    """Gone, a zombie, or with SIGKILL pending: it will never run code again."""
-    try:
-        fields = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                      if ":\t" in line)
-    except OSError:
-        return True
-    pending = int(fields.get("SigPnd", "0"), 16) | int(fields.get("ShdPnd", "0"), 16)
-    return fields.get("State", "").startswith(("Z", "X")) or bool(pending & (1 << 8))
-
-
 def test_no_sandbox_runs_after_collect_returns_and_all_are_cleaned_up(tmp_path):
     import threading
 
@@ -237,7 +226,7 @@ def test_no_sandbox_runs_after_collect_returns_and_all_are_cleaned_up(tmp_path):
 
         async def run_and_look() -> tuple[dict, list[int]]:
             summary = await collect_async(cfg, tmp_path / "run", progress=False)
-            return summary, [p for p in set(seen_pids) if not _killed(p)]  # at once, before any await
+            return summary, [p for p in set(seen_pids) if not killed(p)]  # at once, before any await
 
         summary, alive = asyncio.run(run_and_look())
     done.set()

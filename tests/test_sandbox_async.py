@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import local_backend, procs_with
+from conftest import killed, local_backend, procs_with, wait_until
 
 from agentkd.sandbox import Sandbox, SandboxConfig, SandboxError, SandboxPool
 
@@ -33,15 +33,6 @@ def make(**kw) -> Sandbox:
     kw.setdefault("timeout_s", 2)
     kw.setdefault("hard_timeout_grace_s", 0.5)
     return Sandbox(SandboxConfig(**kw), tools={"lookup": lookup, "refuse": refuse})
-
-
-def wait_until(cond, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
 
 
 async def test_arun_state_tools_and_errors():
@@ -124,17 +115,6 @@ async def test_arun_from_another_thread_waits_for_the_lock():
         await asyncio.sleep(0.05)
         r = await sb.arun("x + 1")  # queued behind the thread's run, not interleaved with it
         assert (await busy).error is None and r.value == "2"
-
-
-def killed(pid: int) -> bool:
-    """Gone, a zombie, or with SIGKILL pending: it will never run user code again."""
-    try:
-        fields = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                      if ":\t" in line)
-    except OSError:
-        return True
-    pending = int(fields.get("SigPnd", "0"), 16) | int(fields.get("ShdPnd", "0"), 16)
-    return fields.get("State", "").startswith(("Z", "X")) or bool(pending & (1 << 8))
 
 
 @pytest.mark.parametrize("mode", ["container", "process"])

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 import uuid
 from pathlib import Path
 
 import pytest
-from conftest import procs_with
+from conftest import procs_with, wait_until
 
 from agentkd.sandbox import Sandbox, SandboxConfig
 from agentkd.sandbox.backends import backend_class
@@ -47,14 +46,6 @@ def procs_in_pid_ns(inode: int) -> list[int]:
                 pass
     return out
 
-
-def wait_until(cond, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def test_sandboxes_get_their_own_namespaces_and_files():

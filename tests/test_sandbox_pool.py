@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import procs_with
+from conftest import procs_with, wait_until
 
 from agentkd.sandbox import Sandbox, SandboxConfig, SandboxPool
 from agentkd.sandbox.backends import backend_class
@@ -40,14 +40,6 @@ def pool():
     with SandboxPool(cfg, tools={"lookup": lookup, "refuse": refuse}) as p:
         yield p
 
-
-def wait_until(cond, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()
 
 
 # -- per-episode state ---------------------------------------------------------------------------------------
