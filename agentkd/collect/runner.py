@@ -33,7 +33,6 @@ from agentkd.core.types import Provenance, Task, Trajectory
 
 log = logging.getLogger(__name__)
 _CLOSE_DELAY_S = 0.1
-_LAUNCHERS = 1
 _YamlDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml when built with it: same output, ~5x faster
 
 
@@ -172,10 +171,9 @@ async def collect_async(cfg: CollectConfig, out_dir: str | Path, *, progress: bo
     tools = build_tools(cfg.tools)
     sampling = cfg.teacher.sampling.model_dump(exclude={"seed"})
     executor = ThreadPoolExecutor(max_workers=cfg.concurrency + 2, thread_name_prefix="episode")
-    # sandbox starts and closes get a few threads of their own: 64 threads starting sandboxes at once only
-    # fight over the GIL with the event loop that is sending the first requests; a few in order finish the
-    # same work sooner (the earliest episodes, whose answers come back first, get theirs first)
-    launcher = ThreadPoolExecutor(max_workers=_LAUNCHERS, thread_name_prefix="sandbox-launch")
+    # sandbox starts and closes get one thread each (launch, pick up, close): more threads only fight the
+    # event loop for the GIL; in order, the earliest episodes (whose answers come back first) go first
+    launcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-launch")
     completer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-start")
     closer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-close")
     # fresh per-episode sandboxes: forked from a warm template (cfg.sandbox.episode_isolation="process") or
