@@ -4,6 +4,10 @@ latency, and injected faults (429 with Retry-After, 500, timeouts, malformed JSO
     with StandinServer(latency_s=0.3, faults={"429": 0.1, "500": 0.1}) as srv:
         ...  # point a client at srv.url; srv.requests logs every request it answered or failed
 
+It stands for a teacher that runs on other machines, so it spends as little of this machine's CPU as it
+can: one asyncio loop in one thread (HTTP/1.1 with keep-alive, latency as a timer, not a sleeping thread
+per request), so a benchmark's CPU goes to the client it measures.
+
 Replies: the FTP first pass (a system prompt asking to think step by step) gets a two-paragraph
 chain of thought; an agent turn gets a code action that prints; a later
 turn gets `final_answer(<expected>)` (after `actions` code actions), where the expected answer is `answer_for(question)`.
@@ -11,6 +15,7 @@ turn gets `final_answer(<expected>)` (after `actions` code actions), where the e
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import random
@@ -18,7 +23,7 @@ import re
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http import HTTPStatus
 from typing import Any
 
 
@@ -48,6 +53,12 @@ def scripted_reply(messages: list[dict[str, Any]], actions: int = 1) -> str:
     return f"Thought: I have what I need.\nCode:\n```py\nfinal_answer({answer_for(q)!r})\n```"
 
 
+def _response(status: int, payload: bytes, extra: dict[str, str] | None = None) -> bytes:
+    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", "Content-Type: application/json",
+             f"Content-Length: {len(payload)}", *(f"{k}: {v}" for k, v in (extra or {}).items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload
+
+
 class StandinServer:
     def __init__(self, *, latency_s: float = 0.0, faults: dict[str, float] | None = None, seed: int = 0,
                  retry_after_s: int = 1, timeout_sleep_s: float = 3.0, actions: int = 1, host: str = "127.0.0.1",
@@ -58,69 +69,18 @@ class StandinServer:
         self.timeout_sleep_s = timeout_sleep_s
         self.actions = actions
         self._rng = random.Random(seed)
-        self._lock = threading.Lock()
         self.requests: list[dict[str, Any]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def setup(self) -> None:
-                super().setup()
-                # headers and body go out as separate writes: without NODELAY, Nagle + delayed ACK add 40 ms
-                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_GET(self) -> None:
-                self._send(200, json.dumps({"object": "list", "data": [{"id": "standin", "object": "model"}]}).encode())
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-                fault = outer._draw()
-                entry = {"question": _question(body.get("messages", [])), "fault": fault, "t": time.time(),
-                         "body": body}
-                with outer._lock:
-                    outer.requests.append(entry)
-                if outer.latency_s:
-                    time.sleep(outer.latency_s)
-                try:
-                    if fault == "429":
-                        err = {"error": {"message": "rate limited", "type": "rate_limit_error", "code": 429}}
-                        self._send(429, json.dumps(err).encode(), {"Retry-After": str(outer.retry_after_s)})
-                    elif fault == "500":
-                        self._send(500, b'{"error": {"message": "internal error", "type": "server_error"}}')
-                    elif fault == "timeout":
-                        time.sleep(outer.timeout_sleep_s)
-                        self._send(200, outer._completion(body))
-                    elif fault == "malformed":
-                        self._send(200, b'{"id": "x", "choices": [{"index": 0, "message": {"role": "assist')
-                    else:
-                        self._send(200, outer._completion(body))
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-        class Server(ThreadingHTTPServer):
-            request_queue_size = 1024  # many clients connect at once in benchmarks
-
-        self._httpd = Server((host, port), Handler)
-        self._httpd.daemon_threads = True
-        self.url = f"http://{host}:{self._httpd.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((host, port))
+        self._sock.listen(1024)  # many clients connect at once in benchmarks
+        self.url = f"http://{host}:{self._sock.getsockname()[1]}/v1"
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._conns: set[asyncio.Task] = set()
 
     def _draw(self) -> str | None:
-        with self._lock:
-            r = self._rng.random()
+        r = self._rng.random()  # only the server's loop thread draws
         acc = 0.0
         for kind, p in self.faults.items():
             acc += p
@@ -142,13 +102,97 @@ class StandinServer:
             "usage": {"prompt_tokens": prompt, "completion_tokens": out * n, "total_tokens": prompt + out * n},
         }).encode()
 
+    # -- HTTP -------------------------------------------------------------------------------------------
+    async def _answer(self, method: str, raw: bytes) -> bytes:
+        """The whole HTTP response to one request, sent once the latency (and any injected delay) passed."""
+        if method == "GET":
+            models = {"object": "list", "data": [{"id": "standin", "object": "model"}]}
+            return _response(200, json.dumps(models).encode())
+        if method != "POST":
+            return _response(405, b'{"error": {"message": "method not allowed"}}')
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            return _response(400, b'{"error": {"message": "request body is not JSON"}}')
+        fault = self._draw()
+        self.requests.append({"question": _question(body.get("messages", [])), "fault": fault, "t": time.time(),
+                              "body": body})
+        # the answer is made now and only sent after the latency: a burst of replies due together goes out
+        # at once, as from a remote server, instead of queueing behind this process's work
+        if fault == "429":
+            err = {"error": {"message": "rate limited", "type": "rate_limit_error", "code": 429}}
+            answer = _response(429, json.dumps(err).encode(), {"Retry-After": str(self.retry_after_s)})
+        elif fault == "500":
+            answer = _response(500, b'{"error": {"message": "internal error", "type": "server_error"}}')
+        elif fault == "malformed":
+            answer = _response(200, b'{"id": "x", "choices": [{"index": 0, "message": {"role": "assist')
+        else:
+            answer = _response(200, self._completion(body))
+        delay = self.latency_s + (self.timeout_sleep_s if fault == "timeout" else 0.0)
+        if delay:
+            await asyncio.sleep(delay)
+        return answer
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = asyncio.current_task()
+        self._conns.add(conn)
+        try:
+            sock = writer.get_extra_info("socket")
+            if sock is not None:  # one write per response anyway; no Nagle delay on the client's side either
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            while True:  # HTTP/1.1 keep-alive: one request after another on this connection
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+                method = head[0].split(" ", 1)[0]
+                headers = {k.strip().lower(): v.strip()
+                           for k, _, v in (line.partition(":") for line in head[1:] if line)}
+                if "content-length" not in headers and method == "POST":  # chunked bodies are not read
+                    body = b'{"error": {"message": "Content-Length required"}}'
+                    writer.write(_response(411, body, {"Connection": "close"}))
+                    return
+                raw = await reader.readexactly(int(headers.get("content-length") or 0))
+                response = await self._answer(method, raw)
+                if writer.is_closing():
+                    return
+                writer.write(response)
+                await writer.drain()
+                if headers.get("connection", "").lower() == "close":
+                    return
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ValueError, IndexError):
+            pass  # the client went away, or sent something that is not HTTP: drop the connection
+        finally:
+            self._conns.discard(conn)
+            writer.close()
+
+    # -- lifecycle --------------------------------------------------------------------------------------
     def start(self) -> StandinServer:
+        started = threading.Event()
+        self._loop = loop = asyncio.new_event_loop()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            server = loop.run_until_complete(asyncio.start_server(self._serve, sock=self._sock, limit=2**22))
+            started.set()
+            try:
+                loop.run_forever()
+            finally:
+                server.close()
+                for conn in list(self._conns):
+                    conn.cancel()
+                loop.run_until_complete(asyncio.gather(*self._conns, return_exceptions=True))
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.close()
+
+        self._thread = threading.Thread(target=run, daemon=True, name="standin-server")
         self._thread.start()
+        started.wait()
         return self
 
     def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        """Stop accepting and drop every open connection (a request in flight gets no answer)."""
+        if self._loop is not None and self._thread is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+        self._sock.close()
 
     def __enter__(self) -> StandinServer:
         return self.start()
