@@ -62,9 +62,32 @@ async def test_cache_replays_identical_requests_only(tmp_path):
     c = await m.generate(MSG, seed=2, temperature=0.7)
     assert a[0].text == b[0].text == "reply 1" and b[0].cached and not a[0].cached
     assert c[0].text == "reply 2" and len(inner.calls) == 2
-    # persistent across processes/runs
+    # persistent across processes/runs: answers are committed by the next pass of the event loop
+    await asyncio.sleep(0)
     m2 = CachedModel(ScriptedModel([]), RequestCache(tmp_path / "c.sqlite"))
     assert (await m2.generate(MSG, seed=1, temperature=0.7))[0].text == "reply 1"
+
+
+async def test_cache_group_commits_once_per_loop_pass(tmp_path):
+    """A burst of answers stored in one pass of the loop is one transaction, written in the next pass;
+    until then `get` serves them from memory. Off a loop, `put` writes at once."""
+    import sqlite3
+
+    from agentkd.models.base import Completion
+
+    cache = RequestCache(tmp_path / "c.sqlite")
+    reader = sqlite3.connect(tmp_path / "c.sqlite")
+    commits = []
+    cache._conn().set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+    for i in range(5):
+        cache.put(f"k{i}", "m", {"i": i}, [Completion(text=f"t{i}")])
+    assert reader.execute("SELECT COUNT(*) FROM requests").fetchone()[0] == 0  # not written yet...
+    assert cache.get("k3")[0].text == "t3"  # ... but already served
+    await asyncio.sleep(0)
+    assert reader.execute("SELECT COUNT(*) FROM requests").fetchone()[0] == 5 and commits == ["COMMIT"]
+    await asyncio.get_running_loop().run_in_executor(
+        None, lambda: cache.put("k9", "m", {}, [Completion(text="t9")]))  # a thread with no loop of its own
+    assert reader.execute("SELECT response FROM requests WHERE key='k9'").fetchone() is not None
 
 
 async def test_budget_stops_new_calls_with_recipe_prices(tmp_path):

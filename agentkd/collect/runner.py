@@ -237,6 +237,7 @@ async def collect_async(cfg: CollectConfig, out_dir: str | Path, *, progress: bo
         await asyncio.gather(*(episode(t, s) for t, s in todo))
     finally:
         gc.unfreeze()
+        cache.flush()
         bar.close()
         store.close()
         failed.close()
