@@ -85,7 +85,8 @@ class _Prestarted:
     async def arun(self, code: str, timeout_s: float | None = None, *, executor: Any = None) -> Any:
         import asyncio
 
-        sandbox = await asyncio.wrap_future(self._ready)
+        # ready long before the first action, as a rule: then no hop through the loop's wake-up pipe
+        sandbox = self._ready.result() if self._ready.done() else await asyncio.wrap_future(self._ready)
         if hasattr(sandbox, "arun"):
             return await sandbox.arun(code, timeout_s, executor=executor)
         return await asyncio.get_running_loop().run_in_executor(executor, sandbox.run, code, timeout_s)
