@@ -48,6 +48,17 @@ async def test_arun_state_tools_and_errors():
         assert sb.run("x").value == "20"  # the same worker serves sync and async calls
 
 
+async def test_arun_sends_messages_larger_than_the_socket_buffer():
+    """A message that does not fit the socket in one non-blocking send is finished on the loop, whole."""
+    with make() as sb:
+        big = "ab" * 2_000_000  # 4 MB of code: far more than one send() takes
+        r = await sb.arun(f"s = {big!r}\nprint(len(s), s[:3], s[-3:])")
+        assert (r.stdout, r.error) == ("4000000 aba bab\n", None)
+        r = await sb.arun("echo = lookup('x' * 3_000_000)['key']\nlen(echo)")  # a big tool answer too
+        assert r.value == "3000000"
+        assert sb.run("len(s)").value == "4000000"  # the sync path works on the same, now non-blocking, socket
+
+
 async def test_arun_keeps_the_event_loop_free_while_tools_and_code_run():
     ticks = 0
 

@@ -52,6 +52,25 @@ class Channel:
         except (ConnectionError, OSError) as e:
             raise ChannelClosed(str(e)) from None
 
+    async def asend(self, obj: Any) -> None:
+        """`send` for the event loop's thread: a message that fits the socket buffer (all but huge ones)
+        goes out in one non-blocking send; the rest waits for the socket on the loop."""
+        import asyncio
+
+        data = encode(obj)
+        sock = self.sock
+        if sock.gettimeout() != 0.0:  # a Python-level check: no fcntl round trip when already non-blocking
+            sock.setblocking(False)
+        try:
+            try:
+                sent = sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            if sent < len(data):
+                await asyncio.get_running_loop().sock_sendall(sock, memoryview(data)[sent:])
+        except OSError as e:
+            raise ChannelClosed(str(e)) from None
+
     async def arecv(self, deadline: float | None = None) -> Any:
         """`recv` for the event loop's thread: waits without blocking it (deadline: time.monotonic). One
         reader callback and one timer per message, no task (this runs once per sandbox run)."""
@@ -63,7 +82,8 @@ class Channel:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         sock = self.sock
-        sock.setblocking(False)
+        if sock.gettimeout() != 0.0:
+            sock.setblocking(False)
 
         def readable() -> None:
             try:

@@ -396,7 +396,7 @@ class Sandbox:
         import asyncio
 
         deadline = time.monotonic() + soft + self.config.hard_timeout_grace_s
-        ch.send(msg)
+        await ch.asend(msg)
         while True:
             reply = await ch.arecv(deadline)
             op = reply.get("op")
@@ -405,7 +405,7 @@ class Sandbox:
             if op == "call":  # host tools may block (a retrieval server, the web): a thread of their own
                 t = time.monotonic()
                 answer = await asyncio.get_running_loop().run_in_executor(executor, self._call_tool, reply)
-                ch.send(answer)
+                await ch.asend(answer)
                 deadline += time.monotonic() - t
 
     def _call_tool(self, msg: dict) -> dict:
