@@ -62,6 +62,11 @@ class _CpuMeter:
 
     def __init__(self) -> None:
         self.dir: Path | None = None
+        for stale in self.ROOT.glob("agentkd-bench-*"):  # left by killed runs: removable only once empty
+            try:
+                stale.rmdir()
+            except OSError:
+                pass
         try:
             d = self.ROOT / f"agentkd-bench-{os.getpid()}"
             d.mkdir()
@@ -80,7 +85,10 @@ class _CpuMeter:
         if self.dir is None:
             return
         try:
-            (self.ROOT / "cgroup.procs").write_text(str(os.getpid()))
+            # this process and what it started and is still running (the sandbox fork server) move back
+            for pid in (self.dir / "cgroup.procs").read_text().split():
+                with contextlib.suppress(OSError):
+                    (self.ROOT / "cgroup.procs").write_text(pid)
             for _ in range(50):
                 try:
                     self.dir.rmdir()
