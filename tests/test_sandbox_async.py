@@ -231,3 +231,31 @@ async def test_a_cancelled_arun_never_hands_its_answer_to_the_next_run():
         r = await sb.arun("'fresh'")
         assert r.value == "'fresh'" and r.restarted  # a new worker: the old one's state is gone, and said so
         assert "NameError" in (await sb.arun("x")).error
+
+
+def test_socket_folders_of_killed_processes_are_swept_and_live_ones_kept():
+    import subprocess
+    import sys
+    import tempfile
+
+    from agentkd.sandbox.sandbox import sweep_stale_sockdirs
+
+    child = ("import time; from agentkd.sandbox import Sandbox, SandboxConfig; "
+             f"s = Sandbox(SandboxConfig(backend={BACKEND!r})); s.start(); print(s._sockdir, flush=True); "
+             "time.sleep(600)")
+    dead, live = (subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+                  for _ in range(2))
+    try:
+        dead_dir, live_dir = Path(dead.stdout.readline().strip()), Path(live.stdout.readline().strip())
+        assert dead_dir.parent == live_dir.parent == Path(tempfile.gettempdir())
+        assert dead_dir.name.startswith(f"agentkd-sb-{dead.pid}-") and dead_dir.is_dir() and live_dir.is_dir()
+        dead.kill()  # SIGKILL: no chance to remove its socket folder
+        dead.wait()
+        assert dead_dir.is_dir()
+        assert sweep_stale_sockdirs() >= 1
+        assert not dead_dir.exists() and live_dir.is_dir()  # the live one's owner still runs
+    finally:
+        for p in (dead, live):
+            p.kill()
+            p.wait()
+        sweep_stale_sockdirs()

@@ -14,6 +14,7 @@ import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from agentkd.sandbox.backends import AUTO_ORDER, backend_class
@@ -42,6 +43,23 @@ def choose_backend(config: SandboxConfig) -> tuple[type[Backend], dict[str, str]
         skipped[name] = reason
     detail = "; ".join(f"{k}: {v}" for k, v in skipped.items())
     raise SandboxError(f"no usable sandbox backend ({detail})")
+
+
+_swept = False
+
+
+def sweep_stale_sockdirs() -> int:
+    """Remove the socket folders (`agentkd-sb-PID-*` in the temp folder) of agentkd processes that died without
+    cleaning up (killed with SIGKILL, say). Returns how many were removed."""
+    from agentkd.sandbox.cgroup import _alive
+
+    removed = 0
+    for d in Path(tempfile.gettempdir()).glob("agentkd-sb-*-*"):
+        pid = d.name.split("-")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+            removed += 1
+    return removed
 
 
 def _cleanup(impl: Backend | None, listener: socket.socket | None, sockdir: str | None) -> None:
@@ -143,7 +161,11 @@ class Sandbox:
             return
         self.backend  # noqa: B018 - resolves the backend class
         if self._listener is None:
-            self._sockdir = tempfile.mkdtemp(prefix="agentkd-sb-")
+            global _swept
+            if not _swept:  # once per process
+                _swept = True
+                sweep_stale_sockdirs()
+            self._sockdir = tempfile.mkdtemp(prefix=f"agentkd-sb-{os.getpid()}-")
             os.chmod(self._sockdir, 0o711)
             path = os.path.join(self._sockdir, "ctl.sock")
             self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
