@@ -37,15 +37,9 @@ def _cpu_ns(pid: int) -> int:
 
 def _tree(root: int) -> list[int]:
     """`root` and its live descendants."""
-    children: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat", "rb") as f:
-                    st = f.read()
-                children.setdefault(int(st[st.rindex(b")") + 2:].split()[1]), []).append(int(d))
-            except (OSError, ValueError, IndexError):
-                pass
+    from agentkd.sandbox.worker import _children_map
+
+    children = _children_map()
     out, todo = [], [root]
     while todo:
         p = todo.pop()

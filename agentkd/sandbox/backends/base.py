@@ -93,6 +93,7 @@ class LocalProcessBackend(Backend):
         super().__init__(config, socket_dir, episodes)
         self.proc: subprocess.Popen | None = None
         self.cgroup = None  # agentkd.sandbox.cgroup.Cgroup when cgroup limits are in force
+        self._seccomp = False  # whether the worker runs under the seccomp filter (set by start())
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -28,10 +28,6 @@ _probe: dict[str, str | None] = {}  # whether bwrap works here, checked once per
 class BwrapBackend(LocalProcessBackend):
     name = "bwrap"
 
-    def __init__(self, config, socket_dir, episodes: int = 1):
-        super().__init__(config, socket_dir, episodes)
-        self._seccomp = False
-
     @classmethod
     def unavailable(cls, config) -> str | None:
         if "bwrap" not in _probe:

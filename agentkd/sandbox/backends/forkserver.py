@@ -260,10 +260,6 @@ class PidfdProcess:
 class ForkserverBackend(LocalProcessBackend):
     name = "forkserver"
 
-    def __init__(self, config, socket_dir, episodes: int = 1):
-        super().__init__(config, socket_dir, episodes)
-        self._seccomp = False
-
     @classmethod
     def unavailable(cls, config) -> str | None:
         if os.geteuid() != 0:

@@ -31,7 +31,6 @@ class UnshareBackend(LocalProcessBackend):
     def __init__(self, config, socket_dir, episodes: int = 1):
         super().__init__(config, socket_dir, episodes)
         self.rootdir: str | None = None
-        self._seccomp = False
 
     @staticmethod
     def _flags() -> list[str]:
