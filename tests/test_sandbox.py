@@ -192,6 +192,12 @@ def test_output_truncated_with_marker(backend):
         assert not r.truncated and r.stdout == "short\n"
 
 
+def test_sandboxed_code_is_batch_scheduled(backend):
+    # a sandbox woken by a run must not preempt the host's event loop that many episodes wait on
+    with make(backend) as sb:
+        assert sb.run("import os\nos.sched_getscheduler(0) == os.SCHED_BATCH").value == "True"
+
+
 def test_isolation_report(backend):
     with make(backend) as sb:
         iso = sb.isolation()

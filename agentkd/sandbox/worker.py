@@ -768,10 +768,21 @@ def main(argv: list[str]) -> None:
     serve(cfg, token)
 
 
+def _sched_batch() -> None:
+    """Schedule this process (and what it forks) as SCHED_BATCH: the same share of the CPU, but a sandbox
+    woken by a message never preempts the running process that woke it (the host's event loop, which many
+    episodes wait on); it runs on a free CPU, or when the loop sleeps or its slice ends."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except (AttributeError, OSError):  # not Linux, or a policy the container forbids: keep the default
+        pass
+
+
 def serve(cfg: dict, token: str, after_drop=None) -> None:
     """The sandbox's start sequence once cfg and token are known (every local backend, and the forkserver's
-    forked sandboxes): build the root, apply limits, drop privileges (then `after_drop()`), load seccomp,
-    fork kernel 0 and stay as the launcher that reaps orphans. Never returns."""
+    forked sandboxes): batch scheduling, build the root, apply limits, drop privileges (then `after_drop()`),
+    load seccomp, fork kernel 0 and stay as the launcher that reaps orphans. Never returns."""
+    _sched_batch()
     if cfg.get("fs"):
         _setup_fs(cfg["fs"])
     _apply_limits(cfg)
@@ -870,6 +881,7 @@ def forkserver_main(argv: list[str]) -> None:
     import socket
 
     sock = socket.socket(fileno=boot["fd"])
+    _sched_batch()  # the server's forks and the sandboxes' start-up never preempt the host either
     try:
         # everything a sandbox needs before and during its first run, imported once here
         import _socket  # noqa: F401
