@@ -247,3 +247,33 @@ def test_cache_is_shared_across_processes(tmp_path):
     misses = sum(int(o.split()[1]) for o in outs)
     assert hits + misses == 120 and hits >= 60  # each process re-reads at least its own 20 entries
     assert len(ToolCache(path)) == 20
+
+
+def test_final_answer_in_the_sandbox_calls_the_host_only_when_it_does_more_than_return():
+    from conftest import local_backend
+
+    from agentkd.sandbox import Sandbox, SandboxConfig
+
+    backend = local_backend()
+    if backend is None:
+        pytest.skip("needs an isolating local sandbox backend (forkserver, bwrap or unshare); none works here")
+    calls = []
+
+    class Normalized(FinalAnswerTool):
+        def forward(self, answer: Any) -> Any:
+            calls.append(answer)
+            return str(answer).strip().lower()
+
+    plain = FinalAnswerTool()
+    plain.forward = lambda answer: calls.append(answer)  # type: ignore[method-assign]  # must not be reached
+    assert plain.passthrough and not Normalized.passthrough
+    with Sandbox(SandboxConfig(backend=backend), tools={"final_answer": plain}) as sb:
+        r = sb.run("final_answer({'city': 'Paris'})")
+        assert r.is_final and r.final_answer == {"city": "Paris"} and calls == []  # the kernel's builtin ended it
+        r = sb.run("final_answer(1, 2)")
+        assert not r.is_final and "TypeError" in r.error and "final_answer()" in r.error
+    with Sandbox(SandboxConfig(backend=backend), tools={"final_answer": Normalized()}) as sb:
+        r = sb.run("try:\n    final_answer('  PARIS ')\nexcept Exception:\n    print('swallowed')")
+        assert r.is_final and r.final_answer == "paris" and calls == ["  PARIS "] and r.stdout == ""
+        r = sb.run("final_answer()")
+        assert not r.is_final and "missing required argument 'answer'" in r.error

@@ -32,7 +32,7 @@ from typing import Any
 from agentkd.sandbox.backends.base import Backend
 from agentkd.sandbox.config import SandboxConfig, resolve_config
 from agentkd.sandbox.protocol import Channel, ChannelClosed
-from agentkd.sandbox.sandbox import Sandbox, SandboxError, _cleanup, _locked, choose_backend
+from agentkd.sandbox.sandbox import Sandbox, SandboxError, _cleanup, _locked, choose_backend, worker_cfg
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +95,7 @@ class _Box:
                          name="sandbox-pool-accept").start()
         prog = seccomp.build_episode()
         c = self.config
-        cfg = {"max_output": c.max_output_bytes, "tools": sorted(self.pool.tools), "allowed_imports": c.allowed_imports,
-               "template": True, "episode_seccomp": prog.hex() if prog else None}
+        cfg = {**worker_cfg(c, self.pool.tools), "template": True, "episode_seccomp": prog.hex() if prog else None}
         t0 = time.perf_counter()
         self.impl.start(cfg, self.token)
         deadline = time.monotonic() + c.start_timeout_s

@@ -62,6 +62,14 @@ def sweep_stale_sockdirs() -> int:
     return removed
 
 
+def worker_cfg(config: SandboxConfig, tools: Mapping[str, Any]) -> dict[str, Any]:
+    """What every kernel is told: output cap, import policy and the host tools it calls back for. A
+    `final_answer` tool marked `passthrough` (agentkd's own: it returns its argument) is left to the
+    kernel's builtin, which ends the run without a round trip to the host."""
+    names = [n for n, t in tools.items() if not (n == "final_answer" and getattr(t, "passthrough", False))]
+    return {"max_output": config.max_output_bytes, "tools": sorted(names), "allowed_imports": config.allowed_imports}
+
+
 def _cleanup(impl: Backend | None, listener: socket.socket | None, sockdir: str | None) -> None:
     if impl is not None:
         try:
@@ -183,8 +191,7 @@ class Sandbox:
         self._launched_at = t0
 
     def _worker_cfg(self) -> dict[str, Any]:
-        c = self.config
-        return {"max_output": c.max_output_bytes, "tools": sorted(self.tools), "allowed_imports": c.allowed_imports}
+        return worker_cfg(self.config, self.tools)
 
     def _accept(self, deadline: float) -> Channel:
         assert self._impl is not None and self._listener is not None

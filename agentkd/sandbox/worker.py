@@ -304,10 +304,12 @@ class Kernel:
     def _install(self):
         kernel = self
 
-        def final_answer(answer=None, *args, **kwargs):
-            if "final_answer" in kernel.tool_names:
-                answer = kernel.call("final_answer", (answer, *args), kwargs)
-            raise FinalAnswer(answer)
+        if "final_answer" in self.tool_names:  # a host tool that does more than return its argument
+            def final_answer(*args, **kwargs):
+                raise FinalAnswer(kernel.call("final_answer", args, kwargs))
+        else:
+            def final_answer(answer):
+                raise FinalAnswer(answer)
 
         builtins.final_answer = final_answer
         for name in self.tool_names:
