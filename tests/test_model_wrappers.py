@@ -90,6 +90,28 @@ async def test_cache_group_commits_once_per_loop_pass(tmp_path):
     assert reader.execute("SELECT response FROM requests WHERE key='k9'").fetchone() is not None
 
 
+def test_fresh_cache_answers_misses_without_sql(tmp_path):
+    """A cache file the object created holds only what it stored: misses need no query; a cache opened
+    on an existing file asks SQLite (another run may have written it)."""
+    from agentkd.models.base import Completion
+
+    def selects(cache):
+        seen = []
+        cache._conn().set_trace_callback(lambda sql: seen.append(sql) if sql.startswith("SELECT") else None)
+        return seen
+
+    fresh = RequestCache(tmp_path / "c.sqlite")
+    seen = selects(fresh)
+    assert fresh.get("k1") is None and seen == []
+    fresh.put("k1", "m", {}, [Completion(text="t1")])
+    fresh.flush()
+    assert fresh.get("k1")[0].text == "t1" and len(seen) == 1  # a stored key is read back from the file
+    assert fresh.get("k2") is None and len(seen) == 1
+    reopened = RequestCache(tmp_path / "c.sqlite")
+    seen = selects(reopened)
+    assert reopened.get("k2") is None and reopened.get("k1")[0].text == "t1" and len(seen) == 2
+
+
 async def test_budget_stops_new_calls_with_recipe_prices(tmp_path):
     inner = ScriptedModel(lambda m, p: "one two three four")
     m = BudgetedModel(inner, budget_usd=2e-5, price_in_per_mtok=1.0, price_out_per_mtok=2.0)

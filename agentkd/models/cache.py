@@ -21,9 +21,15 @@ class RequestCache:
 
     On an event loop, `put`s are group-committed: every answer stored during one pass of the loop is
     written in one transaction at the start of the next pass (a burst of 64 answers: one commit, not 64),
-    so nothing waits longer than that pass. Off a loop, `put` writes at once."""
+    so nothing waits longer than that pass. Off a loop, `put` writes at once.
+
+    A cache file this object created (a fresh run) holds only what it stored itself: it remembers those
+    keys (up to `KEYS_IN_MEMORY`), so a miss costs no SQL query (and no hand-off of the GIL to other
+    threads while SQLite runs). One opened on an existing file asks SQLite. Two runs writing one file at
+    once are not supported (a fresh run would not see the other's answers)."""
 
     _INSERT = "INSERT OR REPLACE INTO requests VALUES (?,?,?,?,?,?)"
+    KEYS_IN_MEMORY = 1_000_000
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -31,6 +37,8 @@ class RequestCache:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._pending: dict[str, tuple[Any, ...]] = {}  # key → row, written by the next flush()
+        # every key in the file, while this object is the only writer it has had (None: ask SQLite)
+        self._keys: set[str] | None = None if self.path.exists() else set()
         with self._conn() as c:
             c.execute("CREATE TABLE IF NOT EXISTS requests (key TEXT PRIMARY KEY, model TEXT, request TEXT, "
                       "response TEXT, cost_usd REAL, created REAL)")
@@ -47,7 +55,7 @@ class RequestCache:
     def get(self, key: str) -> list[Completion] | None:
         row = self._pending.get(key)
         text = row[3] if row is not None else None
-        if text is None:
+        if text is None and (self._keys is None or key in self._keys):
             found = self._conn().execute("SELECT response FROM requests WHERE key=?", (key,)).fetchone()
             text = found[0] if found else None
         return [Completion.model_validate(c) for c in json.loads(text)] if text is not None else None
@@ -57,6 +65,11 @@ class RequestCache:
         text = request if isinstance(request, str) else json.dumps(request, ensure_ascii=False, default=str)
         row = (key, model, text, json.dumps([c.model_dump(mode="json") for c in comps]),
                sum(c.cost_usd for c in comps), time.time())
+        keys = self._keys
+        if keys is not None:
+            keys.add(key)
+            if len(keys) > self.KEYS_IN_MEMORY:
+                self._keys = None
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
