@@ -66,6 +66,24 @@ async def test_http_errors_become_model_errors(make):
         assert e.value.retryable, fault
 
 
+def test_standin_stops_quietly_with_idle_keep_alive_connections(caplog):
+    import logging
+    import socket
+
+    srv = StandinServer().start()
+    host, port = srv.url.split("//")[1].split("/")[0].split(":")
+    conns = [socket.create_connection((host, int(port))) for _ in range(3)]
+    try:
+        time.sleep(0.05)  # accepted: each connection's task waits for a request
+        with caplog.at_level(logging.WARNING, logger="asyncio"):
+            srv.stop()
+        assert not [r for r in caplog.records if r.name == "asyncio"], caplog.text
+        assert all(c.recv(1) == b"" for c in conns)  # dropped
+    finally:
+        for c in conns:
+            c.close()
+
+
 def test_spec_resolution():
     from agentkd.models.config import ModelConfig
     from agentkd.models.load import load_model

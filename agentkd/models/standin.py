@@ -159,6 +159,8 @@ class StandinServer:
                     return
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ValueError, IndexError):
             pass  # the client went away, or sent something that is not HTTP: drop the connection
+        except asyncio.CancelledError:
+            pass  # stop(): end quietly (a cancelled connection task makes asyncio log an error with traceback)
         finally:
             self._conns.discard(conn)
             writer.close()
