@@ -90,6 +90,23 @@ async def test_cache_group_commits_once_per_loop_pass(tmp_path):
     assert reader.execute("SELECT response FROM requests WHERE key='k9'").fetchone() is not None
 
 
+async def test_cache_write_failure_keeps_answers_pending_and_retries(tmp_path, caplog):
+    import sqlite3
+
+    from agentkd.models.base import Completion
+
+    cache = RequestCache(tmp_path / "c.sqlite")
+    reader = sqlite3.connect(tmp_path / "c.sqlite")
+    cache._INSERT = "INSERT INTO no_such_table VALUES (?,?,?,?,?,?)"  # every write fails, like a full disk
+    cache.put("k1", "m", {}, [Completion(text="t1")])
+    await asyncio.sleep(0)
+    assert "1 answers not written yet" in caplog.text and cache.get("k1")[0].text == "t1"
+    del cache._INSERT  # the disk has room again: the next pass writes both
+    cache.put("k2", "m", {}, [Completion(text="t2")])
+    await asyncio.sleep(0)
+    assert sorted(r[0] for r in reader.execute("SELECT key FROM requests")) == ["k1", "k2"]
+
+
 def test_fresh_cache_answers_misses_without_sql(tmp_path):
     """A cache file the object created holds only what it stored: misses need no query; a cache opened
     on an existing file asks SQLite (another run may have written it)."""

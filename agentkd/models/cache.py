@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -14,6 +15,8 @@ from typing import Any
 
 from agentkd.core.hashing import canonical_json
 from agentkd.models.base import ChatModel, Completion, WrappedModel
+
+log = logging.getLogger(__name__)
 
 
 class RequestCache:
@@ -37,6 +40,7 @@ class RequestCache:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._pending: dict[str, tuple[Any, ...]] = {}  # key → row, written by the next flush()
+        self._scheduled = False  # a flush is queued on the event loop
         # every key in the file, while this object is the only writer it has had (None: ask SQLite)
         self._keys: set[str] | None = None if self.path.exists() else set()
         with self._conn() as c:
@@ -76,24 +80,35 @@ class RequestCache:
             self._conn().execute(self._INSERT, row)
             return
         with self._lock:
-            first = not self._pending
             self._pending[key] = row
-        if first:
-            loop.call_soon(self.flush)
+            schedule, self._scheduled = not self._scheduled, True
+        if schedule:
+            loop.call_soon(self._flush_on_loop)
+
+    def _flush_on_loop(self) -> None:
+        with self._lock:
+            self._scheduled = False
+        try:
+            self.flush()
+        except (sqlite3.Error, OSError) as e:  # kept pending: retried with the next put, and by the final flush
+            log.warning("request cache %s: %d answers not written yet: %s", self.path, len(self._pending), e)
 
     def flush(self) -> None:
-        """Write every pending `put` in one transaction."""
+        """Write every pending `put` in one transaction. If that fails, they stay pending and it raises."""
         with self._lock:
-            rows, self._pending = list(self._pending.values()), {}
+            rows, self._pending = self._pending, {}
         if rows:
             conn = self._conn()
-            conn.execute("BEGIN")
             try:
-                conn.executemany(self._INSERT, rows)
+                conn.execute("BEGIN")
+                conn.executemany(self._INSERT, list(rows.values()))
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                with self._lock:
+                    self._pending = {**rows, **self._pending}
                 raise
-            conn.execute("COMMIT")
 
     def total_cost(self) -> float:
         self.flush()
