@@ -207,7 +207,7 @@ def test_isolation_report(backend):
 
 
 @pytest.fixture(scope="module", params=["bwrap", "unshare", "forkserver"])
-def local_backend(request) -> str:
+def seccomp_backend(request) -> str:
     """Backends that load agentkd's own seccomp filter (Docker applies the daemon's profile)."""
     reason = _unavailable(request.param)
     if reason:
@@ -215,8 +215,8 @@ def local_backend(request) -> str:
     return request.param
 
 
-def test_seccomp_filter_on_local_backends(local_backend):
-    with make(local_backend) as sb:
+def test_seccomp_filter_on_local_backends(seccomp_backend):
+    with make(seccomp_backend) as sb:
         r = sb.run("import socket\nsocket.socket(socket.AF_INET, socket.SOCK_STREAM)")
         assert r.error and "Address family not supported" in r.error
         r = sb.run("import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
