@@ -13,6 +13,8 @@ import time
 import uuid
 from pathlib import Path
 
+from agentkd.sandbox.worker import signal_all
+
 ROOT = Path("/sys/fs/cgroup")
 
 
@@ -104,11 +106,7 @@ class Cgroup:
     def signal(self) -> bool:
         """SIGKILL everything inside now, without waiting; whether anything was still inside."""
         left = self.pids()
-        for pid in left:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        signal_all(left, signal.SIGKILL)
         return bool(left)
 
     def kill(self, timeout: float = 2.0) -> None:

@@ -185,18 +185,19 @@ def kill_tree(roots: list[int], sid: int | None = None) -> int:
         new = found - stopped
         if not new:
             break
-        for p in new:
-            try:
-                os.kill(p, signal.SIGSTOP)
-            except OSError:
-                pass
+        signal_all(new, signal.SIGSTOP)
         stopped |= new
-    for p in stopped:
+    signal_all(stopped, signal.SIGKILL)
+    return len(stopped)
+
+
+def signal_all(pids, sig: int) -> None:
+    """Send `sig` to each of `pids`; those already gone are skipped."""
+    for p in pids:
         try:
-            os.kill(p, signal.SIGKILL)
+            os.kill(p, sig)
         except OSError:
             pass
-    return len(stopped)
 
 
 class _ReapTimeout(BaseException):
