@@ -187,11 +187,8 @@ class Sandbox:
         self._finalizer = weakref.finalize(self, _cleanup, self._impl, self._listener, self._sockdir)
         self._token = secrets.token_hex(16)
         t0 = time.perf_counter()
-        self._impl.start(self._worker_cfg(), self._token)
+        self._impl.start(worker_cfg(self.config, self.tools), self._token)
         self._launched_at = t0
-
-    def _worker_cfg(self) -> dict[str, Any]:
-        return worker_cfg(self.config, self.tools)
 
     def _accept(self, deadline: float) -> Channel:
         assert self._impl is not None and self._listener is not None
