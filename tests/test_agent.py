@@ -8,7 +8,8 @@ from agentkd.agent import AgentConfig, run_episode
 from agentkd.agent.parse import FORMAT_HELP, first_paragraph, last_boxed, parse_action, parse_final_reply
 from agentkd.core.messages import from_chat_record, to_chat_record, to_messages
 from agentkd.core.types import Task
-from agentkd.models import ModelError, ScriptedModel
+from agentkd.models import ModelError
+from agentkd.testing import ScriptedModel
 from agentkd.sandbox import Sandbox, SandboxConfig
 from agentkd.tools import ToolsConfig, build_tools
 

@@ -20,7 +20,7 @@ from conftest import killed, local_backend
 from agentkd.collect import CollectConfig, collect
 from agentkd.collect.runner import collect_async
 from agentkd.core.jsonl import iter_jsonl
-from agentkd.models.standin import StandinServer, answer_for
+from agentkd.testing.standin import StandinServer, answer_for
 
 
 def write_tasks(path: Path, n: int) -> Path:

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from agentkd.models import ModelError, ScriptedModel
+from agentkd.models import ModelError
+from agentkd.testing import ScriptedModel
 from agentkd.models.api import to_model_error
 from agentkd.models.wrappers import (
     BudgetedModel,

@@ -10,7 +10,7 @@ import pytest
 from agentkd.models import ModelError
 from agentkd.models.api import LiteLLMModel
 from agentkd.models.openai_compat import OpenAICompatModel
-from agentkd.models.standin import StandinServer
+from agentkd.testing.standin import StandinServer
 
 
 def _via_aiohttp(m: OpenAICompatModel) -> OpenAICompatModel:

@@ -2,7 +2,6 @@
 
 from agentkd.models.base import ChatModel, Completion, ModelError, PrefillNotSupported, Usage, WrappedModel
 from agentkd.models.config import ModelConfig, SamplingConfig
-from agentkd.models.scripted import ScriptedModel
 
 __all__ = [
     "ChatModel",
@@ -11,7 +10,6 @@ __all__ = [
     "ModelError",
     "PrefillNotSupported",
     "SamplingConfig",
-    "ScriptedModel",
     "Usage",
     "WrappedModel",
 ]

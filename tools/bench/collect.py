@@ -155,7 +155,7 @@ def run_one(a: argparse.Namespace, mode: str) -> None:
 @contextlib.contextmanager
 def standin_process(latency: float, actions: int):
     """The stand-in teacher in its own process, so its threads do not share this process's GIL."""
-    code = ("import time; from agentkd.models.standin import StandinServer; "
+    code = ("import time; from agentkd.testing.standin import StandinServer; "
             f"s = StandinServer(latency_s={latency}, actions={actions}).start(); print(s.url, flush=True); "
             "time.sleep(10**6)")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)

@@ -1,4 +1,4 @@
-"""An OpenAI-compatible stand-in teacher for tests and benchmarks: scripted CodeAct replies, a fixed
+"""A test double: an OpenAI-compatible stand-in teacher for tests and benchmarks: scripted CodeAct replies, a fixed
 latency, and injected faults (429 with Retry-After, 500, timeouts, malformed JSON) on a share of requests.
 
     with StandinServer(latency_s=0.3, faults={"429": 0.1, "500": 0.1}) as srv:

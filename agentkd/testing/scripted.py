@@ -1,4 +1,4 @@
-"""A deterministic model for network-free tests of the agent loop (like pydantic-ai's TestModel).
+"""A test double: a deterministic model for network-free tests of the agent loop (like pydantic-ai's TestModel).
 
 `ScriptedModel(["reply 1", "reply 2"])` returns the replies in order, one per `generate` call (each of the
 n choices gets the same text unless a reply is a list of n strings). A callable script receives the
