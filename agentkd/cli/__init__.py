@@ -57,14 +57,15 @@ def _root(
 
 
 def main() -> None:
-    """Entry point: user errors (configs, missing files) print one line and exit 2, no traceback."""
-    from agentkd.core.config import ConfigError
+    """Entry point: errors the user can act on print one line and exit with their documented code
+    (`agentkd.core.errors`: 2 config, 3 budget, 4 fatal model/pre-flight, 5 failed episodes), no traceback."""
+    from agentkd.core.errors import EXIT_INTERRUPTED, AgentkdError
 
     try:
         app()
-    except ConfigError as e:
+    except AgentkdError as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(e.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)

@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from agentkd.core.errors import EXIT_CONFIG, AgentkdError
+
 C = TypeVar("C", bound=BaseModel)
 
 # section name -> "module:Class". Stages register here as they land.
@@ -32,8 +34,10 @@ SECTIONS: dict[str, str] = {
 }
 
 
-class ConfigError(Exception):
+class ConfigError(AgentkdError):
     """A recipe/config problem: the message is one line naming the file and key path."""
+
+    exit_code = EXIT_CONFIG
 
     def __init__(self, message: str, *, file: str | os.PathLike | None = None, path: str | None = None):
         self.file = str(file) if file else None

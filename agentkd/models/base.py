@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from agentkd.core.errors import EXIT_FATAL, AgentkdError
+
 Message = dict[str, Any]  # OpenAI chat format: {"role": ..., "content": ...}
 FinishReason = Literal["stop", "length", "error"]
 
@@ -53,6 +55,17 @@ class ModelError(Exception):
 
 class PrefillNotSupported(ModelError):
     pass
+
+
+class FatalModelError(ModelError, AgentkdError):
+    """A model failure no retry can fix: missing or rejected credentials (401/403), an unknown model (404),
+    a bad request (400, context length exceeded), a server that is not there. The run stops at once; the
+    message names the provider, the model and what to do."""
+
+    exit_code = EXIT_FATAL
+
+    def __init__(self, message: str, *, status: int | None = None):
+        super().__init__(message, retryable=False, status=status)
 
 
 class ChatModel(abc.ABC):
