@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -17,9 +18,11 @@ import pytest
 import yaml
 from conftest import killed, local_backend
 
+from agentkd.agent.parse import first_paragraph
 from agentkd.collect import CollectConfig, collect
 from agentkd.collect.runner import collect_async
 from agentkd.core.jsonl import iter_jsonl
+from agentkd.engine import RunSummary
 from agentkd.testing.standin import StandinServer, answer_for
 
 
@@ -67,21 +70,59 @@ def test_faults_are_retried_and_never_stored_as_answers(tmp_path):
         # first without retries: some episodes fail; they go to failed.jsonl, not trajectories.jsonl
         s1 = collect(CollectConfig.model_validate(base_cfg(srv.url, tasks, client={"retries": 0})), tmp_path / "run",
                      progress=False)
-        assert s1["failed_infra"] > 0 and s1["stored"] + s1["failed_infra"] == 16
+        assert s1.failed_infra > 0 and s1.stored + s1.failed_infra == 16
         for r in stored(tmp_path / "run"):
             assert r["status"] == "ok" and r["final_answer"] == answer_for(r["task"]["question"])
         failed = list(iter_jsonl(tmp_path / "run" / "failed.jsonl"))
-        assert len(failed) == s1["failed_infra"] and all(f["status"] == "error" for f in failed)
+        assert len(failed) == s1.failed_infra and all(f["status"] == "error" for f in failed)
         # rerun with retries: the failed episodes are retried, finished ones skipped
+        n_before = len(srv.requests)
         s2 = collect(CollectConfig.model_validate(base_cfg(srv.url, tasks)), tmp_path / "run", progress=False)
         kinds = Counter(r["fault"] for r in srv.requests)
-    assert s2["skipped_already_done"] == s1["stored"] and s2["failed_infra"] == 0 and s2["total_stored"] == 16
-    assert s2["retries"]["retries"] > 0
+        second = srv.requests[n_before:]
+    assert s2.skipped_already_done == s1.stored and s2.failed_infra == 0 and s2.total_stored == 16
     assert all(kinds[k] > 0 for k in faults), kinds
+    # every fault the stand-in injected in the second run was retried exactly once, counted by its cause
+    injected = Counter(r["fault"] for r in second if r["fault"])
+    assert all(injected[k] > 0 for k in faults), injected
+    assert s2.retries == dict(injected), (s2.retries, injected)
+    # a 429's Retry-After (1 s; the backoff alone would be 0.02-0.04 s) was waited for before the same request
+    # came again
+    waits = []
+    for i, r in enumerate(second):
+        if r["fault"] == "429":
+            body = json.dumps(r["body"], sort_keys=True)
+            again = next(x for x in second[i + 1:] if json.dumps(x["body"], sort_keys=True) == body)
+            waits.append(again["t"] - r["t"])
+    assert waits and min(waits) >= 0.95, waits
     rows = assert_one_per_key_and_correct(tmp_path / "run", 8, 2)
     assert {r["provenance"]["prefix_mode"] for r in rows} == {"prefill"}
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["total_stored"] == 16
+
+
+def test_ftp_prefix_comes_from_the_first_pass_and_reaches_the_server(tmp_path):
+    """The prefix is the first paragraph of the recorded first-pass answer, and the server received it as the
+    assistant prefill of the first agent turn (its request log shows the message and the vLLM flags)."""
+    tasks = write_tasks(tmp_path / "tasks.json", 3)
+    with StandinServer() as srv:
+        cfg = CollectConfig.model_validate(base_cfg(srv.url, tasks, samples=1, concurrency=3))
+        summary = collect(cfg, tmp_path / "run", progress=False)
+        requests = list(srv.requests)
+    assert summary.stored == 3
+    for traj in stored(tmp_path / "run"):
+        p, first = traj["provenance"], traj["steps"][0]
+        cot = p["extra"]["ftp_first_pass"]
+        assert p["prefix_text"] == first_paragraph(cot) and p["prefix_text"] and p["prefix_text"] != cot.strip()
+        # the first agent request of this episode: its last message is the prefilled assistant turn
+        mine = [r["body"] for r in requests if traj["task"]["question"] in json.dumps(r["body"]["messages"])]
+        ftp_pass, step0 = mine[0], mine[1]
+        assert ftp_pass["messages"][-1]["role"] == "user"
+        assert step0["messages"][-1] == {"role": "assistant", "content": "Thought: " + p["prefix_text"]}
+        assert step0.get("continue_final_message") is True and step0.get("add_generation_prompt") is False
+        # the logged turn is the prefill followed by what the server continued with
+        assert first["model_output"].startswith("Thought: " + p["prefix_text"])
+        assert len(first["model_output"]) > len("Thought: " + p["prefix_text"])
 
 
 def _cli(recipe: Path, out: Path, *extra: str) -> subprocess.Popen:
@@ -103,7 +144,6 @@ def test_sigkill_midway_then_resume(tmp_path):
         proc.wait()
         first = {(r["task"]["id"], r["provenance"]["sample_index"]) for r in stored(run)}
         assert 6 <= len(first) < 24, "kill should land mid-way"
-        finished_questions = {f"Synthetic question number {k[0][1:]}?" for k in first}
         n_before = len(srv.requests)
         bodies_before = [json.dumps(r["body"], sort_keys=True) for r in srv.requests]
         proc = _cli(recipe, run)
@@ -111,10 +151,15 @@ def test_sigkill_midway_then_resume(tmp_path):
         assert proc.returncode == 0, err
         second = srv.requests[n_before:]
     assert_one_per_key_and_correct(run, 12, 2)
-    # finished episodes cost zero new teacher calls...
-    both_samples_done = {q for q in finished_questions
-                         if sum(1 for k in first if f"Synthetic question number {k[0][1:]}?" == q) == 2}
-    assert not [r for r in second if r["question"] in both_samples_done]
+    # finished (task, sample) pairs cost zero new teacher calls: sample s of a task calls with seeds
+    # s + 1000 * step (and s + 99000 for the FTP pass), so a request's seed names its sample
+    def episode_of(request: dict) -> tuple[str, int]:
+        question = next(m["content"] for m in request["body"]["messages"] if m["role"] == "user")
+        task = next(f"q{i}" for i in range(12) if f"Synthetic question number {i}?" in question)
+        return task, request["body"]["seed"] % 1000
+
+    assert {episode_of(r) for r in srv.requests[:n_before]} >= first  # the mapping sees the first run's episodes
+    assert not [episode_of(r) for r in second if episode_of(r) in first]
     # ...and interrupted episodes replayed their cached calls: at most the calls in flight at the kill repeat
     repeated = [r for r in second if json.dumps(r["body"], sort_keys=True) in bodies_before]
     assert len(repeated) <= 3
@@ -135,10 +180,10 @@ def test_budget_stop_and_resume(tmp_path):
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 3, err
         assert "budget" in err and "raise collect.client.budget_usd" in err
-        s1 = json.loads((run / "summary.json").read_text())
-        assert s1["stopped"] == "budget" and 0 < s1["total_stored"] < 10
+        s1 = RunSummary.model_validate_json((run / "summary.json").read_text())
+        assert s1.stopped == "budget" and 0 < s1.total_stored < 10
         per_call = max(r["steps"][0]["cost_usd"] for r in stored(run))
-        assert 0.5 <= s1["cost_usd_total"] <= 0.5 + 2 * per_call  # stops at the limit (2 calls in flight at most)
+        assert 0.5 <= s1.cost_usd_total <= 0.5 + 2 * per_call  # stops at the limit (2 calls in flight at most)
         calls_1 = len(srv.requests)
         # same budget: nothing new is bought
         proc = _cli(recipe, run)
@@ -149,8 +194,8 @@ def test_budget_stop_and_resume(tmp_path):
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
     assert_one_per_key_and_correct(run, 10, 1)
-    s3 = json.loads((run / "summary.json").read_text())
-    assert s3["stopped"] is None and s3["cost_usd_total"] > s1["cost_usd_total"]
+    s3 = RunSummary.model_validate_json((run / "summary.json").read_text())
+    assert s3.stopped is None and s3.cost_usd_total > s1.cost_usd_total
 
 
 @pytest.mark.slow
@@ -179,8 +224,15 @@ def test_end_to_end_with_agentkd_serve_and_ftp(smollm2_server, shared_bench, tmp
         assert p["seed"] == 0 and p["sandbox_backend"] and p["prompt_id"] and p["agentkd_version"]
         assert p["tools"] == ["final_answer"] and p["tools_config_hash"] and p["finished_at"] >= p["started_at"]
         prefix = p["prefix_text"]
-        assert prefix and x["steps"][0]["prefix"] == prefix
-        assert x["steps"][0]["model_output"].startswith("Thought: " + prefix)
+        # the prefix is the first paragraph of the model's own first-pass answer...
+        assert prefix and prefix == first_paragraph(p["extra"]["ftp_first_pass"])
+        assert x["steps"][0]["prefix"] == prefix and x["steps"][0]["model_output"].startswith("Thought: " + prefix)
+    # ...and the client sent it to the server as the assistant prefill of each episode's first agent turn
+    with sqlite3.connect(tmp_path / "run" / "cache.sqlite") as db:
+        sent = [json.loads(r[0]) for r in db.execute("SELECT request FROM requests")]
+    for x in rows:
+        prefix = "Thought: " + x["provenance"]["prefix_text"]
+        assert any(r.get("prefill") == prefix and x["task"]["question"] in json.dumps(r["messages"]) for r in sent)
 
 
 def _sandbox_cgroups() -> set[Path]:
@@ -231,7 +283,7 @@ def test_no_sandbox_runs_after_collect_returns_and_all_are_cleaned_up(tmp_path):
         summary, alive = asyncio.run(run_and_look())
     done.set()
     watcher.join()
-    assert summary["stored"] == 16
+    assert summary.stored == 16
     assert len(seen_dirs) >= 16 and seen_pids  # one sandbox per episode
     # every process of every episode's sandbox was sent SIGKILL before collect() returned...
     assert alive == []

@@ -8,7 +8,6 @@ import time
 import pytest
 
 from agentkd.models import ModelError
-from agentkd.testing import ScriptedModel
 from agentkd.models.api import to_model_error
 from agentkd.models.wrappers import (
     BudgetedModel,
@@ -18,9 +17,9 @@ from agentkd.models.wrappers import (
     RateLimitedModel,
     RequestCache,
     RetryingModel,
-    find,
     wrap_model,
 )
+from agentkd.testing import ScriptedModel
 
 MSG = [{"role": "user", "content": "hi"}]
 
@@ -41,18 +40,18 @@ async def test_retry_counts_and_honours_retry_after():
     t0 = time.perf_counter()
     [c] = await m.generate(MSG)
     assert c.text == "ok" and time.perf_counter() - t0 >= 0.3
-    assert m.stats["retries"] == 2 and m.stats["retry:429"] == 1 and m.stats["retry:500"] == 1
+    assert m.stats.retries == {"429": 1, "500": 1} and m.stats.retries_total == 2
 
 
 async def test_non_retryable_and_exhausted():
     m = RetryingModel(flaky([ModelError("bad request", retryable=False, status=400)]), retries=3, backoff_s=0.01)
     with pytest.raises(ModelError, match="bad request"):
         await m.generate(MSG)
-    assert m.stats["retries"] == 0
+    assert m.stats.retries_total == 0
     m = RetryingModel(flaky([ModelError("x", retryable=True)] * 5), retries=2, backoff_s=0.01)
     with pytest.raises(ModelError):
         await m.generate(MSG)
-    assert m.stats["retries"] == 2
+    assert m.stats.retries_total == 2
 
 
 async def test_cache_replays_identical_requests_only(tmp_path):
@@ -168,7 +167,28 @@ async def test_wrap_model_order(tmp_path):
         chain.append(type(m).__name__)
         m = getattr(m, "inner", None)
     assert chain == ["CachedModel", "BudgetedModel", "RetryingModel", "RateLimitedModel", "ScriptedModel"]
-    assert find(wrap_model(ScriptedModel([]), ClientConfig(), None), CachedModel) is None
+    assert not isinstance(wrap_model(ScriptedModel([]), ClientConfig(), None), CachedModel)
+
+
+async def test_wrappers_share_one_stats_object(tmp_path):
+    """Retries, cache hits and spend of a whole chain land on the one ClientStats the run reads."""
+    from agentkd.models.stats import ClientStats
+
+    failures = [ModelError("429", retryable=True, status=429), ModelError("t", retryable=True, kind="timeout")]
+
+    def script(messages, prefill):
+        if failures:
+            raise failures.pop(0)
+        return "one two"
+
+    stats = ClientStats()
+    cfg = ClientConfig(backoff_s=0.01, price_in_per_mtok=1.0, price_out_per_mtok=1.0)
+    m = wrap_model(ScriptedModel(script), cfg, RequestCache(tmp_path / "c.sqlite"), stats)
+    await m.generate(MSG)
+    await m.generate(MSG)  # the same request: served by the cache, costs nothing
+    assert stats.retries == {"429": 1, "timeout": 1}
+    assert (stats.cache_hits, stats.cache_misses) == (1, 1)
+    assert stats.spent_usd == pytest.approx(3e-6) and stats.new_usd == pytest.approx(3e-6)
 
 
 def test_error_classification():

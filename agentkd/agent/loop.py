@@ -10,7 +10,6 @@ prefix stays in the logged first assistant turn, so a student trained on it lear
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Mapping
 from concurrent.futures import Executor
@@ -22,8 +21,9 @@ from agentkd.agent.parse import FORMAT_HELP, first_paragraph, parse_action, pars
 from agentkd.agent.prompts import prompt_id, render
 from agentkd.core.messages import observation_message
 from agentkd.core.types import Provenance, Step, Task, Trajectory
-from agentkd.models.base import ChatModel, Completion, ModelError
+from agentkd.models.base import ChatModel, Completion, FatalModelError, ModelError
 from agentkd.models.wrappers import BudgetExceeded
+from agentkd.sandbox.executor import CodeExecutor
 from agentkd.tools.base import render_tools
 
 FALLBACK_INSTRUCTION = "\n\nBegin your first Thought with exactly this text and continue from it:\n{prefix}"
@@ -46,7 +46,7 @@ async def first_thought_prefix(task: Task, model: ChatModel, cfg: AgentConfig, *
 async def run_episode(
     task: Task,
     model: ChatModel,
-    sandbox: Any,
+    sandbox: CodeExecutor,
     tools: Mapping[str, Any],
     cfg: AgentConfig,
     *,
@@ -56,9 +56,9 @@ async def run_episode(
     executor: Executor | None = None,
 ) -> Trajectory:
     """Run one episode. Model failures that survive the model's own retries end it with status=error
-    (an infrastructure failure, not an answer); `BudgetExceeded` propagates to the caller."""
+    (an infrastructure failure, not an answer); `BudgetExceeded` and `FatalModelError` (no retry can fix
+    it: credentials, unknown model, bad request) propagate to the caller."""
     sampling = dict(sampling or {})
-    loop = asyncio.get_running_loop()
     tool_list = list(tools.values())
 
     values = {"tools": render_tools(tool_list), "tool_names": [t.name for t in tool_list], "domain": task.domain,
@@ -70,7 +70,7 @@ async def run_episode(
                       extra={k: v for k, v in desc.items() if k not in ("model", "provider", "api_base")},
                       sampling={**sampling, "stop": cfg.stop}, seed=seed,
                       sample_index=sample_index, prompt_id=prompt_id(cfg.prompt),
-                      sandbox_backend=getattr(sandbox, "backend", None), tools=[t.name for t in tool_list],
+                      sandbox_backend=sandbox.backend, tools=[t.name for t in tool_list],
                       agentkd_version=__version__, started_at=time.time())
     prov.tools_config_hash = _tools_hash(tool_list)
     traj = Trajectory(task=task, system_prompt=system, user_prompt=user, provenance=prov)
@@ -80,7 +80,7 @@ async def run_episode(
     if cfg.ftp:
         try:
             prefix, cot = await first_thought_prefix(task, model, cfg, sampling=sampling, seed=seed)
-        except BudgetExceeded:
+        except (BudgetExceeded, FatalModelError):
             raise
         except ModelError as e:
             return traj.finish("error", f"model error in FTP first pass: {e}")
@@ -100,7 +100,7 @@ async def run_episode(
         try:
             [comp] = await model.generate(messages, n=1, stop=cfg.stop, seed=_seed(seed, i), prefill=prefill,
                                           **params)
-        except BudgetExceeded:
+        except (BudgetExceeded, FatalModelError):
             raise
         except ModelError as e:
             return traj.finish("error", f"model error at step {i}: {e}")
@@ -119,10 +119,8 @@ async def run_episode(
             step.error = action.error
             step.observation = FORMAT_HELP
         else:
-            if hasattr(sandbox, "arun"):  # agentkd sandboxes: the exchange runs on this loop, no thread per run
-                result = await sandbox.arun(action.code, cfg.code_timeout_s, executor=executor)
-            else:
-                result = await loop.run_in_executor(executor, _run_code, sandbox, action.code, cfg.code_timeout_s)
+            # the exchange with the worker runs on this loop: no thread per run
+            result = await sandbox.arun(action.code, cfg.code_timeout_s, executor=executor)
             step.observation = result.observation(cfg.max_observation_chars)
             step.error = result.error or ("timed out" if result.timed_out else None)
             if result.is_final:
@@ -140,7 +138,7 @@ async def run_episode(
     t0 = time.perf_counter()
     try:
         [comp] = await model.generate(messages, n=1, seed=_seed(seed, cfg.max_steps), **params)
-    except BudgetExceeded:
+    except (BudgetExceeded, FatalModelError):
         raise
     except ModelError as e:
         return traj.finish("error", f"model error in the final-answer call: {e}")
@@ -150,10 +148,6 @@ async def run_episode(
                            latency_s=time.perf_counter() - t0, cost_usd=comp.cost_usd))
     traj.final_answer = answer
     return traj.finish("max_steps", f"no final_answer() after {cfg.max_steps} steps; answer taken from a final reply")
-
-
-def _run_code(sandbox: Any, code: str, timeout_s: float | None) -> Any:
-    return sandbox.run(code, timeout_s=timeout_s) if timeout_s else sandbox.run(code)
 
 
 def _tools_hash(tools: list[Any]) -> str:

@@ -40,7 +40,9 @@ def to_model_error(exc: Exception) -> ModelError:
                        "JSONDecodeError", "APIResponseValidationError")
     retryable = name in retryable_names or (isinstance(status, int) and (status == 429 or status >= 500))
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else name
-    return ModelError(f"{name}: {msg}", retryable=retryable, retry_after=_retry_after(exc), status=status)
+    kind = ("timeout" if "Timeout" in name else "connection" if "Connect" in name
+            else "malformed" if name in ("JSONDecodeError", "APIResponseValidationError") else None)
+    return ModelError(f"{name}: {msg}", retryable=retryable, retry_after=_retry_after(exc), status=status, kind=kind)
 
 
 class LiteLLMModel(ChatModel):
@@ -93,7 +95,7 @@ class LiteLLMModel(ChatModel):
     def _parse(self, resp: Any, stop: list[str] | None) -> list[Completion]:
         choices = getattr(resp, "choices", None)
         if not choices:
-            raise ModelError("response has no choices", retryable=True)
+            raise ModelError("response has no choices", retryable=True, kind="malformed")
         usage = getattr(resp, "usage", None)
         prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
         total_out = int(getattr(usage, "completion_tokens", 0) or 0)
@@ -107,7 +109,7 @@ class LiteLLMModel(ChatModel):
         for ch in choices:
             text = ch.message.content
             if text is None:
-                raise ModelError("a choice has no message content", retryable=True)
+                raise ModelError("a choice has no message content", retryable=True, kind="malformed")
             text, _ = truncate_at_stop(text, stop)
             out.append(Completion(text=text, finish_reason=ch.finish_reason or "stop",
                                   usage=Usage(prompt_tokens=prompt, completion_tokens=total_out // len(choices)),

@@ -43,14 +43,16 @@ class Completion(BaseModel):
 
 
 class ModelError(Exception):
-    """A model call failed. `retryable` tells wrappers whether trying again can help."""
+    """A model call failed. `retryable` tells wrappers whether trying again can help; `kind` names the
+    cause for counters ("429", "500", "timeout", "connection", "malformed", ...)."""
 
     def __init__(self, message: str, *, retryable: bool = False, retry_after: float | None = None,
-                 status: int | None = None):
+                 status: int | None = None, kind: str | None = None):
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
         self.status = status
+        self.kind = kind or (str(status) if status else type(self).__name__)
 
 
 class PrefillNotSupported(ModelError):
@@ -111,7 +113,8 @@ class ChatModel(abc.ABC):
 
 
 class WrappedModel(ChatModel):
-    """Base for wrappers (cache, budget, retry, rate limit): forwards everything to `inner`."""
+    """Base for wrappers (cache, budget, retry, rate limit): forwards everything to `inner`, calling its
+    public `generate` (so a wrapper works around any `ChatModel`, not just around other wrappers)."""
 
     def __init__(self, inner: ChatModel):
         self.inner = inner
@@ -132,7 +135,7 @@ class WrappedModel(ChatModel):
         return self.inner.describe()
 
     async def _generate(self, messages, **kw):  # type: ignore[override]
-        return await self.inner._generate(messages, **kw)
+        return await self.inner.generate(messages, **kw)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -9,12 +9,12 @@ import logging
 import sqlite3
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from agentkd.core.hashing import canonical_json
 from agentkd.models.base import ChatModel, Completion, WrappedModel
+from agentkd.models.stats import ClientStats
 
 log = logging.getLogger(__name__)
 
@@ -122,10 +122,10 @@ class RequestCache:
 class CachedModel(WrappedModel):
     """Replays identical requests (model, messages, sampling params, seed, prefill) from a `RequestCache`."""
 
-    def __init__(self, inner: ChatModel, cache: RequestCache):
+    def __init__(self, inner: ChatModel, cache: RequestCache, *, stats: ClientStats | None = None):
         super().__init__(inner)
         self.cache = cache
-        self.stats: Counter[str] = Counter()
+        self.stats = stats if stats is not None else ClientStats()
 
     def request_key(self, messages: list[dict[str, Any]], kw: dict[str, Any]) -> tuple[str, str]:
         """(content address, canonical JSON of the request: stored as is, not encoded a second time)."""
@@ -139,10 +139,10 @@ class CachedModel(WrappedModel):
         key, request = self.request_key(messages, kw)
         hit = self.cache.get(key)
         if hit is not None:
-            self.stats["hits"] += 1
+            self.stats.cache_hits += 1
             return [c.model_copy(update={"cached": True}) for c in hit]
-        self.stats["misses"] += 1
-        comps = await self.inner._generate(messages, **kw)
+        self.stats.cache_misses += 1
+        comps = await self.inner.generate(messages, **kw)
         self.cache.put(key, self.inner.name, request, comps)
         return comps
 

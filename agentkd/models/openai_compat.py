@@ -135,9 +135,11 @@ class OpenAICompatModel(ChatModel):
                 status, headers, raw = await self._get_pool().post(
                     self._head + str(len(data)).encode() + b"\r\n\r\n" + data, self.timeout_s)
             except (asyncio.TimeoutError, TimeoutError) as e:
-                raise ModelError(f"APITimeoutError: no response within {self.timeout_s}s", retryable=True) from e
+                raise ModelError(f"APITimeoutError: no response within {self.timeout_s}s", retryable=True,
+                             kind="timeout") from e
             except (OSError, ConnectionLost, ValueError) as e:
-                raise ModelError(f"APIConnectionError: {type(e).__name__}: {e}", retryable=True) from e
+                raise ModelError(f"APIConnectionError: {type(e).__name__}: {e}", retryable=True,
+                             kind="connection") from e
             retry_after = _retry_after(headers.get("retry-after"))
         else:
             status, retry_after, raw = await self._post_aiohttp(data)
@@ -153,9 +155,11 @@ class OpenAICompatModel(ChatModel):
                 status = resp.status
                 retry_after = _retry_after(resp.headers.get("Retry-After"))
         except (asyncio.TimeoutError, TimeoutError) as e:
-            raise ModelError(f"APITimeoutError: no response within {self.timeout_s}s", retryable=True) from e
+            raise ModelError(f"APITimeoutError: no response within {self.timeout_s}s", retryable=True,
+                             kind="timeout") from e
         except aiohttp.ClientError as e:
-            raise ModelError(f"APIConnectionError: {type(e).__name__}: {e}", retryable=True) from e
+            raise ModelError(f"APIConnectionError: {type(e).__name__}: {e}", retryable=True,
+                             kind="connection") from e
         return status, retry_after, raw
 
     def _completions_or_error(self, status: int, retry_after: float | None, raw: bytes,
@@ -167,14 +171,14 @@ class OpenAICompatModel(ChatModel):
             resp_obj = json.loads(raw)
         except ValueError as e:
             raise ModelError(f"JSONDecodeError: response is not JSON ({len(raw)} bytes)", retryable=True,
-                             status=status) from e
+                             status=status, kind="malformed") from e
         return self._completions(resp_obj, stop)
 
     @staticmethod
     def _completions(resp: Any, stop: list[str] | None) -> list[Completion]:
         choices = resp.get("choices") if isinstance(resp, dict) else None
         if not choices or not isinstance(choices, list):
-            raise ModelError("response has no choices", retryable=True)
+            raise ModelError("response has no choices", retryable=True, kind="malformed")
         usage = resp.get("usage") or {}
         try:
             prompt = int(usage.get("prompt_tokens") or 0)
@@ -186,7 +190,7 @@ class OpenAICompatModel(ChatModel):
             message = ch.get("message") if isinstance(ch, dict) else None
             content = message.get("content") if isinstance(message, dict) else None
             if not isinstance(content, str):
-                raise ModelError("a choice has no message content", retryable=True)
+                raise ModelError("a choice has no message content", retryable=True, kind="malformed")
             text, _ = truncate_at_stop(content, stop)
             out.append(Completion(text=text, finish_reason=ch.get("finish_reason") or "stop",
                                   usage=Usage(prompt_tokens=prompt, completion_tokens=total_out // len(choices))))

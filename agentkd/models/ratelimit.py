@@ -27,4 +27,4 @@ class RateLimitedModel(WrappedModel):
             if self._tpm:
                 est = sum(len(str(m.get("content", ""))) for m in messages) // 4 + (kw.get("max_tokens") or 512)
                 await self._tpm.acquire(min(est, self._tpm_cap))  # type: ignore[arg-type]
-            return await self.inner._generate(messages, **kw)
+            return await self.inner.generate(messages, **kw)

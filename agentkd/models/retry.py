@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections import Counter
 
 from agentkd.models.base import ChatModel, ModelError, WrappedModel
+from agentkd.models.stats import ClientStats
 
 
 class RetryingModel(WrappedModel):
@@ -18,10 +18,11 @@ class RetryingModel(WrappedModel):
     rest of this wrapper chain on a successful call.
     """
 
-    def __init__(self, inner: ChatModel, *, retries: int = 6, backoff_s: float = 1.0, max_backoff_s: float = 60.0):
+    def __init__(self, inner: ChatModel, *, retries: int = 6, backoff_s: float = 1.0, max_backoff_s: float = 60.0,
+                 stats: ClientStats | None = None):
         super().__init__(inner)
         self.retries, self.backoff_s, self.max_backoff_s = retries, backoff_s, max_backoff_s
-        self.stats: Counter[str] = Counter()
+        self.stats = stats if stats is not None else ClientStats()
 
     def delay(self, attempt: int, exc: ModelError) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""
@@ -34,11 +35,10 @@ class RetryingModel(WrappedModel):
         attempt = 1
         while True:
             try:
-                return await self.inner._generate(messages, **kw)
+                return await self.inner.generate(messages, **kw)
             except ModelError as exc:
                 if not exc.retryable or attempt > self.retries:
                     raise
-                self.stats["retries"] += 1
-                self.stats[f"retry:{exc.status or type(exc).__name__}"] += 1
+                self.stats.retries[exc.kind] += 1
                 await asyncio.sleep(self.delay(attempt, exc))
                 attempt += 1

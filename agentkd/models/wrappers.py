@@ -3,13 +3,12 @@ cache ∘ budget ∘ retry ∘ rate limit around a provider.
 
     model = CachedModel(BudgetedModel(RetryingModel(RateLimitedModel(provider, rpm=500)), budget_usd=5), cache)
 
-Each wrapper (`agentkd.models.{cache,budget,retry,ratelimit}`) is a `ChatModel` holding the next one.
-Counters (`stats`) feed run summaries.
+Each wrapper (`agentkd.models.{cache,budget,retry,ratelimit}`) is a `ChatModel` holding the next one and
+calling its public `generate`. The wrappers of one chain share one `ClientStats` (retries, cache hits,
+spend), which the run reads for its progress bar and summary.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from pydantic import Field
 
@@ -19,9 +18,10 @@ from agentkd.models.budget import BudgetedModel, BudgetExceeded
 from agentkd.models.cache import CachedModel, RequestCache
 from agentkd.models.ratelimit import RateLimitedModel
 from agentkd.models.retry import RetryingModel
+from agentkd.models.stats import ClientStats
 
-__all__ = ["BudgetExceeded", "BudgetedModel", "CachedModel", "ClientConfig", "RateLimitedModel", "RequestCache",
-           "RetryingModel", "find", "wrap_model"]
+__all__ = ["BudgetExceeded", "BudgetedModel", "CachedModel", "ClientConfig", "ClientStats", "RateLimitedModel",
+           "RequestCache", "RetryingModel", "wrap_model"]
 
 
 class ClientConfig(StrictConfig):
@@ -39,21 +39,17 @@ class ClientConfig(StrictConfig):
     cache: bool = Field(default=True, description="Cache every request/response in the run's cache.sqlite.")
 
 
-def wrap_model(provider: ChatModel, cfg: ClientConfig, cache: RequestCache | None) -> ChatModel:
-    """cache ∘ budget ∘ retry ∘ rate limit ∘ provider."""
+def wrap_model(provider: ChatModel, cfg: ClientConfig, cache: RequestCache | None,
+               stats: ClientStats | None = None) -> ChatModel:
+    """cache ∘ budget ∘ retry ∘ rate limit ∘ provider, all counting into `stats` (what earlier runs spent,
+    the cache's total, is where the budget starts)."""
+    stats = stats if stats is not None else ClientStats()
     model: ChatModel = RateLimitedModel(provider, max_concurrency=cfg.max_concurrency, rpm=cfg.rpm, tpm=cfg.tpm)
-    model = RetryingModel(model, retries=cfg.retries, backoff_s=cfg.backoff_s, max_backoff_s=cfg.max_backoff_s)
+    model = RetryingModel(model, retries=cfg.retries, backoff_s=cfg.backoff_s, max_backoff_s=cfg.max_backoff_s,
+                          stats=stats)
     model = BudgetedModel(model, budget_usd=cfg.budget_usd, spent_usd=cache.total_cost() if cache else 0.0,
-                          price_in_per_mtok=cfg.price_in_per_mtok, price_out_per_mtok=cfg.price_out_per_mtok)
+                          price_in_per_mtok=cfg.price_in_per_mtok, price_out_per_mtok=cfg.price_out_per_mtok,
+                          stats=stats)
     if cache is not None and cfg.cache:
-        model = CachedModel(model, cache)
+        model = CachedModel(model, cache, stats=stats)
     return model
-
-
-def find(model: ChatModel, kind: type) -> Any:
-    """The first wrapper of `kind` in a wrapped chain (or None)."""
-    while model is not None:
-        if isinstance(model, kind):
-            return model
-        model = getattr(model, "inner", None)  # type: ignore[assignment]
-    return None

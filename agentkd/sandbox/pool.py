@@ -12,6 +12,10 @@ namespace. `close()` stops and kills every process the episode started and remov
 Up to `episodes_per_container` episodes share one container, whose cgroup limits are scaled by that
 number. `episode_isolation="container"`: every episode is its own `Sandbox` (started ahead of time by a
 background thread, so `acquire()` rarely waits; the CPU cost per episode is unchanged).
+
+For a runner of many concurrent episodes: `acquire_ahead()` returns at once a sandbox that starts in the
+background while the episode's first model call is in flight, and `release(sb)` closes it a moment later
+on the pool's closing thread (`agentkd.sandbox.ahead`); `close(wait=False)` kills those too.
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from agentkd.sandbox.ahead import AheadSandbox, DelayedCloser
 from agentkd.sandbox.backends.base import Backend
 from agentkd.sandbox.config import SandboxConfig, resolve_config
 from agentkd.sandbox.protocol import Channel, ChannelClosed
@@ -353,6 +359,8 @@ class SandboxPool:
         self._want = threading.Event()
         self._closed = False
         self._warmer: threading.Thread | None = None
+        self._ahead: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None  # launcher, completer
+        self._closer: DelayedCloser | None = None
 
     @property
     def _cls(self) -> type[Backend]:
@@ -382,6 +390,32 @@ class SandboxPool:
         sb.start()
         return sb
 
+    def acquire_ahead(self) -> AheadSandbox:
+        """A sandbox for one episode that starts in the background (launched in order by one thread,
+        picked up once connected by another); its `arun`/`run` wait for it. Hand it back with `release`."""
+        if self._closed:
+            raise SandboxError("the sandbox pool is closed")
+        with self._lock:
+            if self._ahead is None:
+                self._ahead = (ThreadPoolExecutor(1, thread_name_prefix="sandbox-launch"),
+                               ThreadPoolExecutor(1, thread_name_prefix="sandbox-start"))
+            launcher, completer = self._ahead
+        return AheadSandbox(lambda: self.acquire(wait=False), self.backend, launcher, completer)
+
+    def release(self, sandbox: Sandbox | AheadSandbox, delay_s: float = 0.1) -> None:
+        """Close an episode's sandbox `delay_s` from now on the pool's closing thread (off the caller's
+        critical path); `close()` kills the ones still waiting."""
+        with self._lock:
+            if self._closer is None and not self._closed:
+                self._closer = DelayedCloser()
+            closer = self._closer
+        try:
+            if closer is None:
+                raise RuntimeError("closed")
+            closer.close_later(sandbox, delay_s)
+        except RuntimeError:  # the pool is closed: close it now
+            sandbox.close()
+
     def close(self, wait: bool = True) -> None:
         """Stop every sandbox the pool started, including episodes still open (they lose their processes).
 
@@ -395,6 +429,14 @@ class SandboxPool:
             boxes, self._boxes = self._boxes, []
             sandboxes = [*self._ready, *self._out]
             self._ready.clear()
+            ahead, self._ahead = self._ahead, None
+            closer, self._closer = self._closer, None
+        if ahead is not None:
+            for threads in ahead:
+                threads.shutdown(wait=False, cancel_futures=True)
+        if closer is not None:  # released, not closed yet
+            waiting = [sb.sandbox if isinstance(sb, AheadSandbox) else sb for sb in closer.stop()]
+            sandboxes += [sb for sb in waiting if sb is not None and sb not in sandboxes]
         if not wait:
             for b in boxes:
                 b.kill_now()

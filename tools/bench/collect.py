@@ -136,6 +136,12 @@ class _StubPool:
     def acquire(self, wait: bool = True) -> _StubSandbox:
         return _StubSandbox()
 
+    def acquire_ahead(self) -> _StubSandbox:
+        return _StubSandbox()
+
+    def release(self, sandbox: _StubSandbox, delay_s: float = 0.1) -> None:
+        pass
+
     def close(self, wait: bool = True) -> None:
         pass
 
@@ -193,15 +199,15 @@ def _run_one(a: argparse.Namespace, mode: str) -> None:
             cpu0, t0 = CPU.read(), time.perf_counter()
             summary = collect(cfg, Path(tmp) / f"run{r}", progress=False)
             wall, cpu1 = time.perf_counter() - t0, CPU.read()
-            ok = summary["statuses"].get("ok", 0)
+            ok = summary.statuses.get("ok", 0)
             if ok != a.episodes:
                 print(f"[{mode}] INVALID: only {ok} of {a.episodes} episodes finished ok", file=sys.stderr)
                 sys.exit(1)
             # collect() returns once every sandbox has been killed; that teardown (SIGKILL to every process
             # of every sandbox still open: ~20-40 ms for 64 here) is not collection work: the throughput
             # window ends when the last trajectory is stored. The ratio counting it is printed too.
-            teardown = max(0.0, summary["wall_s"] - summary["episodes_s"])
-            calls = summary["request_cache"].get("misses", 0)  # every teacher call of the run (all new)
+            teardown = max(0.0, summary.wall_s - summary.episodes_s)
+            calls = summary.request_cache.get("misses", 0)  # every teacher call of the run (all new)
             runs.append({"wall": wall, "teardown": teardown, "calls": calls,
                          "cpu": None if cpu0 is None or cpu1 is None else cpu1 - cpu0})
             time.sleep(0.5)  # let the last run's sandboxes finish leaving before the next one starts
