@@ -19,17 +19,37 @@ def write(tmp_path, text, name="recipe.yaml"):
 
 
 def test_recipe_loads_sections_and_overrides(tmp_path):
-    p = write(tmp_path, "serve:\n  port: 9000\nmodel:\n  model: openai/gpt-4o-mini\n  sampling: {temperature: 0.5}\n")
-    cfgs = load_recipe(p, ["model.sampling.max_tokens=64", "serve.host=0.0.0.0"])
+    p = write(tmp_path, "serve:\n  port: 9000\ncollect:\n  tasks: {path: t.json}\n"
+              "  teacher: {model: openai/gpt-4o-mini, sampling: {temperature: 0.5}}\n")
+    cfgs = load_recipe(p, ["collect.teacher.sampling.max_tokens=64", "serve.host=0.0.0.0"])
     assert cfgs["serve"].port == 9000 and cfgs["serve"].host == "0.0.0.0"
-    assert cfgs["model"].sampling.temperature == 0.5 and cfgs["model"].sampling.max_tokens == 64
+    sampling = cfgs["collect"].teacher.sampling
+    assert sampling.temperature == 0.5 and sampling.max_tokens == 64
+
+
+def test_shared_sections_are_every_stage_s_defaults_and_a_stage_s_own_keys_win(tmp_path):
+    p = write(tmp_path, "tools:\n  search: {index: my-index, k: 3}\n  cache: tc.sqlite\nsandbox:\n  memory_mb: 700\n"
+              "collect:\n  tasks: {path: t.json}\n  tools:\n    search: {k: 5}\n")
+    cfgs = load_recipe(p, ["sandbox.timeout_s=7"])
+    c = cfgs["collect"]
+    assert (c.tools.search.index, c.tools.search.k, c.tools.cache) == ("my-index", 5, "tc.sqlite")
+    assert (c.sandbox.memory_mb, c.sandbox.timeout_s) == (700, 7)
+    assert cfgs["tools"].search.k == 3  # the shared section itself is unchanged
+    # a stage can switch a shared tool off
+    c = load_recipe(p, ["collect.tools.search=null"])["collect"]
+    assert c.tools.search is None and c.tools.cache == "tc.sqlite"
+    # an error in a shared section names the shared key, not a stage's
+    bad = write(tmp_path, "tools:\n  search: {index: x, kk: 3}\ncollect:\n  tasks: {path: t.json}\n", "bad.yaml")
+    with pytest.raises(ConfigError) as e:
+        load_recipe(bad)
+    assert str(e.value) == f"{bad}: tools.search.kk: unknown key"
 
 
 def test_unknown_key_names_file_and_key_path(tmp_path):
-    p = write(tmp_path, "model:\n  sampling:\n    temprature: 0.5\n")
+    p = write(tmp_path, "collect:\n  tasks: {path: t.json}\n  teacher:\n    sampling:\n      temprature: 0.5\n")
     with pytest.raises(ConfigError) as e:
         load_recipe(p)
-    assert str(e.value) == f"{p}: model.sampling.temprature: unknown key"
+    assert str(e.value) == f"{p}: collect.teacher.sampling.temprature: unknown key"
 
 
 def test_wrong_type_and_unknown_section(tmp_path):

@@ -1,8 +1,19 @@
 """Typed configs from YAML recipes, with `--set a.b=value` overrides and one-line errors.
 
 Each stage keeps its pydantic config beside its code (e.g. `agentkd.serve.config.ServeConfig`). A recipe
-is a YAML file whose top-level keys are stage sections; `SECTIONS` maps a section name to the config
-class (imported lazily, so loading a recipe never pulls in torch).
+is a YAML file whose top-level keys are sections; `SECTIONS` maps a section name to the config class
+(imported lazily, so loading a recipe never pulls in torch).
+
+One recipe shape: a *stage* section (`collect`, and `evaluate` next) is read by its command; `serve` and
+`index` by `agentkd serve --config` and `agentkd index build --config`. The *shared* sections (`SHARED`:
+`tools`, `sandbox`) say once what every stage uses: each is the default of the field of the same name in
+every stage section that has one, and a stage's own keys win, key by key:
+
+    tools:   {search: {index: embedded:wiki-vital, k: 3}}
+    sandbox: {memory_mb: 1024}
+    collect: {tasks: ..., tools: {search: {k: 5}}}      # collect.tools.search = {index: embedded:wiki-vital, k: 5}
+
+What a stage needs of its own (tasks, the teacher or student model, the agent loop) lives in its section.
 """
 
 from __future__ import annotations
@@ -23,15 +34,14 @@ C = TypeVar("C", bound=BaseModel)
 
 # section name -> "module:Class". Stages register here as they land.
 SECTIONS: dict[str, str] = {
-    "tasks": "agentkd.core.tasks:TaskSource",
-    "model": "agentkd.models.config:ModelConfig",
-    "serve": "agentkd.serve.config:ServeConfig",
-    "sandbox": "agentkd.sandbox.config:SandboxConfig",
     "tools": "agentkd.tools.config:ToolsConfig",
-    "index": "agentkd.tools.config:IndexConfig",
-    "agent": "agentkd.agent.config:AgentConfig",
+    "sandbox": "agentkd.sandbox.config:SandboxConfig",
     "collect": "agentkd.collect.config:CollectConfig",
+    "serve": "agentkd.serve.config:ServeConfig",
+    "index": "agentkd.tools.config:IndexConfig",
 }
+# sections that are the defaults of the same-named field of every stage section that has one
+SHARED = ("tools", "sandbox")
 
 
 class ConfigError(AgentkdError):
@@ -160,16 +170,32 @@ def load_config(
     return validate(cls, data, file=path or "--set", prefix=section)
 
 
+def merge(base: Any, over: Any) -> Any:
+    """`over` laid on `base`: mappings merge key by key (recursively), anything else in `over` wins."""
+    if isinstance(base, dict) and isinstance(over, dict):
+        return {**base, **{k: merge(base.get(k), v) if k in base else v for k, v in over.items()}}
+    return over
+
+
 def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, BaseModel]:
-    """Load every section of a recipe file into its stage config."""
+    """Load every section of a recipe file into its config; the shared sections (`SHARED`) are laid
+    under the same-named field of each stage section."""
     data = apply_overrides(load_yaml(path), overrides)
-    out: dict[str, BaseModel] = {}
-    for name, value in data.items():
+    for name in data:
         if name not in SECTIONS:
             known = ", ".join(sorted(SECTIONS))
             raise ConfigError(f"unknown section (known: {known})", file=path, path=str(name))
-        out[name] = validate(section_class(name), value, file=path, prefix=name)
-    return out
+    out: dict[str, BaseModel] = {}
+    for name in sorted(data, key=lambda n: n not in SHARED):  # a shared section's errors name it, not a stage
+        value = data[name]
+        cls = section_class(name)
+        if name not in SHARED:
+            value = dict(value or {}) if isinstance(value, dict) or value is None else value
+            for shared in SHARED:
+                if shared in data and shared in cls.model_fields and isinstance(value, dict):
+                    value[shared] = merge(data[shared] or {}, value[shared]) if shared in value else data[shared]
+        out[name] = validate(cls, value, file=path, prefix=name)
+    return {name: out[name] for name in data}
 
 
 def _type_name(tp: Any) -> str:
