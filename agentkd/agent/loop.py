@@ -22,7 +22,7 @@ from agentkd.agent.parse import FORMAT_HELP, first_paragraph, parse_action, pars
 from agentkd.agent.prompts import prompt_id, render
 from agentkd.core.messages import observation_message
 from agentkd.core.types import Provenance, Step, Task, Trajectory
-from agentkd.models.base import ChatModel, Completion, ModelError
+from agentkd.models.base import ChatModel, Completion, FatalModelError, ModelError
 from agentkd.models.wrappers import BudgetExceeded
 from agentkd.tools.base import render_tools
 
@@ -56,7 +56,8 @@ async def run_episode(
     executor: Executor | None = None,
 ) -> Trajectory:
     """Run one episode. Model failures that survive the model's own retries end it with status=error
-    (an infrastructure failure, not an answer); `BudgetExceeded` propagates to the caller."""
+    (an infrastructure failure, not an answer); `BudgetExceeded` and `FatalModelError` (no retry can fix
+    it: credentials, unknown model, bad request) propagate to the caller."""
     sampling = dict(sampling or {})
     loop = asyncio.get_running_loop()
     tool_list = list(tools.values())
@@ -80,7 +81,7 @@ async def run_episode(
     if cfg.ftp:
         try:
             prefix, cot = await first_thought_prefix(task, model, cfg, sampling=sampling, seed=seed)
-        except BudgetExceeded:
+        except (BudgetExceeded, FatalModelError):  # failfast: the run stops, not just this episode
             raise
         except ModelError as e:
             return traj.finish("error", f"model error in FTP first pass: {e}")
@@ -100,7 +101,7 @@ async def run_episode(
         try:
             [comp] = await model.generate(messages, n=1, stop=cfg.stop, seed=_seed(seed, i), prefill=prefill,
                                           **params)
-        except BudgetExceeded:
+        except (BudgetExceeded, FatalModelError):  # failfast: the run stops, not just this episode
             raise
         except ModelError as e:
             return traj.finish("error", f"model error at step {i}: {e}")
@@ -140,7 +141,7 @@ async def run_episode(
     t0 = time.perf_counter()
     try:
         [comp] = await model.generate(messages, n=1, seed=_seed(seed, cfg.max_steps), **params)
-    except BudgetExceeded:
+    except (BudgetExceeded, FatalModelError):  # failfast: the run stops, not just this episode
         raise
     except ModelError as e:
         return traj.finish("error", f"model error in the final-answer call: {e}")

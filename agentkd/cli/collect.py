@@ -18,10 +18,22 @@ def collect(
     """Collect teacher trajectories; rerun the same command to resume (finished episodes are skipped).
 
     Writes OUT/{config.yaml, trajectories.jsonl, failed.jsonl, cache.sqlite, summary.json}.
-    Exit code 3: the budget (collect.client.budget_usd) was reached; raise it and rerun to continue.
+
+    Exit codes:
+
+    0 done; 2 a recipe or config mistake;
+
+    3 the budget (collect.client.budget_usd) was reached: raise it and rerun;
+
+    4 no retry can fix it (credentials, unknown model, bad request, an
+    api_base that does not answer, a missing index): the run stopped at once;
+
+    5 some episodes ended in infrastructure failures (OUT/failed.jsonl):
+    rerun to retry them.
     """
     from agentkd.collect.runner import collect as run_collect
     from agentkd.core.config import load_recipe
+    from agentkd.core.errors import EXIT_EPISODES_FAILED
 
     overrides = list(set_)
     if ftp is not None:
@@ -41,6 +53,11 @@ def collect(
         typer.echo(f"stopped: budget of ${summary['budget_usd']} reached; raise collect.client.budget_usd and rerun "
                    "to continue", err=True)
         raise typer.Exit(3)
+    if summary["failed_infra"]:  # failfast: scripts must notice failed episodes (exit code 5)
+        episodes = summary["stored"] + summary["failed_infra"] + summary["remaining"]
+        typer.echo(f"{summary['failed_infra']} of {episodes} episodes failed (infrastructure); see "
+                   f"{Path(summary['out']) / 'failed.jsonl'}; rerun to retry them", err=True)
+        raise typer.Exit(EXIT_EPISODES_FAILED)
 
 
 def _print_summary(s: dict) -> None:

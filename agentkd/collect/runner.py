@@ -8,7 +8,9 @@ stored as answers), `cache.sqlite` (every teacher request and response) and `sum
 
 Rerunning the same command resumes: finished (task, sample) pairs are skipped and interrupted episodes
 replay their cached calls for free. A `budget_usd` stop ends the run cleanly (exit code 3 from the CLI);
-raise the budget and rerun to continue.
+raise the budget and rerun to continue. What no retry can fix (credentials, unknown model, bad request,
+an api_base that does not answer) is found by a pre-flight check or at the first call, and stops the run
+at once with a `FatalModelError` / `PreflightError` (exit code 4).
 """
 
 from __future__ import annotations
@@ -130,7 +132,9 @@ class _Progress:
 
 async def collect_async(cfg: CollectConfig, out_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
     from agentkd.agent.loop import run_episode
+    from agentkd.models.base import FatalModelError
     from agentkd.models.load import load_model
+    from agentkd.models.preflight import preflight_model, preflight_tools
     from agentkd.models.wrappers import (
         BudgetedModel,
         BudgetExceeded,
@@ -154,6 +158,10 @@ async def collect_async(cfg: CollectConfig, out_dir: str | Path, *, progress: bo
         if t.key in seen:
             raise ConfigError(f"duplicate task id {t.key!r}: ids must be unique for resume to work", path="collect.tasks")
         seen.add(t.key)
+    # failfast: what no retry can fix (credentials, an api_base that does not answer or serve the model, a
+    # missing index) stops the run here, before any store is opened, sandbox started or request made
+    preflight_model(cfg.teacher, key="collect.teacher")
+    preflight_tools(cfg.tools, key="collect.tools")
     traj_path = out / "trajectories.jsonl"
     # appends are single write()s, safe against a killed process; fsync once at the end, not per line
     store = JsonlStore(traj_path, durable=False)
@@ -182,7 +190,7 @@ async def collect_async(cfg: CollectConfig, out_dir: str | Path, *, progress: bo
     pool = SandboxPool(cfg.sandbox, tools=tools, warm=0)  # episodes start their own sandbox ahead (_Prestarted)
     loop = asyncio.get_running_loop()
     statuses: Counter[str] = Counter()
-    state = {"done": 0, "failed": 0, "budget_stop": False}
+    state = {"done": 0, "failed": 0, "budget_stop": False, "fatal": False}  # failfast: "fatal"
     sem = asyncio.Semaphore(cfg.concurrency)
     # episodes often end together (their calls started together): closing their sandboxes a moment later
     # keeps that burst of process teardown off the CPU while the other episodes' last steps still run
@@ -206,7 +214,7 @@ async def collect_async(cfg: CollectConfig, out_dir: str | Path, *, progress: bo
 
     async def episode(task: Task, sample: int) -> None:
         async with sem:
-            if state["budget_stop"]:
+            if state["budget_stop"] or state["fatal"]:  # failfast: `or state["fatal"]`
                 return
             sandbox = None
             try:
@@ -217,6 +225,9 @@ async def collect_async(cfg: CollectConfig, out_dir: str | Path, *, progress: bo
             except BudgetExceeded:
                 state["budget_stop"] = True
                 return
+            except FatalModelError:  # failfast: not an episode's failure; the run stops (below)
+                state["fatal"] = True  # the episode waiting on `sem` must not start a call
+                raise
             except Exception as e:  # sandbox/tool/infrastructure failure: keep it, retry it next run
                 log.warning("episode %s sample %d failed: %s: %s", task.key, sample, type(e).__name__, e)
                 traj = Trajectory(task=task, provenance=Provenance(sample_index=sample, seed=cfg.seed + sample))
@@ -234,8 +245,15 @@ async def collect_async(cfg: CollectConfig, out_dir: str | Path, *, progress: bo
                 store.append(traj)  # one non-durable write() of one line: cheaper inline than a thread hop
             bar.update(state["done"] + state["failed"], info())
 
+    episodes = [asyncio.ensure_future(episode(t, s)) for t, s in todo]
     try:
-        await asyncio.gather(*(episode(t, s) for t, s in todo))
+        await asyncio.gather(*episodes)
+    except FatalModelError:  # failfast: no new episode starts, those in flight are cancelled, then tear down
+        for ep in episodes:
+            ep.cancel()
+        await asyncio.gather(*episodes, return_exceptions=True)
+        await model.aclose()
+        raise
     finally:
         gc.unfreeze()
         cache.flush()
