@@ -18,10 +18,18 @@ def collect(
     """Collect teacher trajectories; rerun the same command to resume (finished episodes are skipped).
 
     Writes OUT/{config.yaml, trajectories.jsonl, failed.jsonl, cache.sqlite, summary.json}.
-    Exit codes: 0 done; 2 a config or task problem; 3 the budget (collect.client.budget_usd) was reached,
-    raise it and rerun to continue; 4 an error no retry can fix (credentials, unknown model, bad request,
-    an api_base that does not answer, a missing index); 5 some episodes ended in infrastructure failures
-    (OUT/failed.jsonl), rerun to retry them.
+
+    Exit codes:
+
+    0 done; 2 a recipe or config mistake;
+
+    3 the budget (collect.client.budget_usd) was reached: raise it and rerun;
+
+    4 no retry can fix it (credentials, unknown model, bad request, an
+    api_base that does not answer, a missing index): the run stopped at once;
+
+    5 some episodes ended in infrastructure failures (OUT/failed.jsonl):
+    rerun to retry them.
     """
     from agentkd.collect.runner import collect as run_collect
     from agentkd.core.config import ConfigError, load_recipe

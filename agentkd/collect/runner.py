@@ -24,7 +24,8 @@ async def collect_async(cfg: CollectConfig, out_dir: str | Path, *, progress: bo
     tasks = load_tasks(cfg.tasks)
     todo = folder.todo(tasks, samples=cfg.samples, seed=cfg.seed)
     setup = EpisodeSetup(model=cfg.teacher, agent=cfg.agent, client=cfg.client, tools=cfg.tools,
-                         sandbox=cfg.sandbox, concurrency=cfg.concurrency)
+                         sandbox=cfg.sandbox, concurrency=cfg.concurrency, model_key="collect.teacher",
+                         tools_key="collect.tools")
     runner = EpisodeRunner(folder, LocalEpisodes(setup, folder, progress=progress), concurrency=cfg.concurrency,
                            budget_usd=cfg.client.budget_usd, progress=progress, label="collect")
     return await runner.run(todo, tasks=len(tasks), samples=cfg.samples)

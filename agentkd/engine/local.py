@@ -32,6 +32,9 @@ class EpisodeSetup:
     tools: ToolsConfig = field(default_factory=ToolsConfig)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     concurrency: int = 16
+    model_key: str = "model"
+    """Where the model is configured (`collect.teacher`): pre-flight errors name it."""
+    tools_key: str = "tools"
 
 
 class LocalEpisodes:
@@ -49,11 +52,16 @@ class LocalEpisodes:
 
     async def start(self) -> None:
         from agentkd.models.load import load_model
+        from agentkd.models.preflight import preflight_model, preflight_tools
         from agentkd.models.wrappers import RequestCache, wrap_model
         from agentkd.sandbox import SandboxPool
         from agentkd.tools import build_tools
 
         s = self.setup
+        # what no retry can fix (credentials, an api_base that does not answer or serve the model, a missing
+        # index) stops the run here, before the cache is opened, a sandbox started or a request made
+        preflight_model(s.model, key=s.model_key)
+        preflight_tools(s.tools, key=s.tools_key)
         self._cache = RequestCache(self.folder.cache_path)
         provider = load_model(s.model, progress=self.progress)
         self.model = wrap_model(provider, s.client, self._cache, self.stats)

@@ -114,14 +114,14 @@ class EpisodeRunner:
                     folder.store(traj)  # one non-durable write() of one line: cheaper inline than a thread hop
                 bar.update(state["done"] + state["failed"], info())
 
-        folder.open()
         # Everything alive now (imported modules, configs, clients) lives as long as the run: keep it out of
         # the cyclic GC's full collections, each of which would otherwise rescan the whole heap and stall all
         # episodes at once (~50 ms per full collection on the 64-episode bench). Unfrozen when the run ends,
         # so nothing is kept alive for longer than without this.
         gc.freeze()
         try:
-            await worker.start()
+            await worker.start()  # pre-flight first: nothing is written when it fails
+            folder.open()
             episodes = [asyncio.ensure_future(episode(s)) for s in todo]
             results = await asyncio.gather(*episodes, return_exceptions=True)
             for r in results:

@@ -41,7 +41,7 @@ def load_model(config: ModelConfig | str, *, progress: bool = True) -> ChatModel
 
         key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
         return OpenAICompatModel(cfg.model, api_base=cfg.api_base, api_key=key, timeout_s=cfg.timeout_s,
-                                 prefill=cfg.prefill)
+                                 prefill=cfg.prefill, api_key_env=cfg.api_key_env)
     from agentkd.models.api import LiteLLMModel
 
     return LiteLLMModel(cfg.model, api_base=cfg.api_base, api_key_env=cfg.api_key_env, timeout_s=cfg.timeout_s,

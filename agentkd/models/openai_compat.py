@@ -11,8 +11,9 @@ from the recipe's prices (a self-hosted model has no list price); other provider
 `LiteLLMModel`.
 
 Errors map like `agentkd.models.api.to_model_error`: 429, 5xx, timeouts, connection errors and bodies
-that are not a chat completion are retryable `ModelError`s (with `status` and `Retry-After`); other
-HTTP errors are not. This client never retries on its own (`RetryingModel` does, and counts), except
+that are not a chat completion are retryable `ModelError`s (with `status` and `Retry-After`); 400, 401,
+403 and 404 are `FatalModelError`s (no retry can fix them: the run stops); other HTTP errors are not
+retryable. This client never retries on its own (`RetryingModel` does, and counts), except
 to resend a request once on a fresh connection when a kept-alive one turns out closed before any reply.
 """
 
@@ -23,7 +24,7 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
-from agentkd.models.base import ChatModel, Completion, ModelError, Usage, truncate_at_stop
+from agentkd.models.base import ChatModel, Completion, FatalModelError, ModelError, Usage, truncate_at_stop
 from agentkd.models.http11 import ConnectionLost, PlainHttpPool
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -62,8 +63,9 @@ class OpenAICompatModel(ChatModel):
     provider = "openai-compatible"
 
     def __init__(self, model: str, *, api_base: str, api_key: str | None = None, timeout_s: float = 120.0,
-                 prefill: str = "auto", extra: dict[str, Any] | None = None):
+                 prefill: str = "auto", extra: dict[str, Any] | None = None, api_key_env: str | None = None):
         self.name = model
+        self.api_key_env = api_key_env  # named in the message when the server rejects the key
         self.served_name = model.removeprefix("openai/")
         self.api_base = api_base
         self.supports_prefill = prefill != "no"
@@ -164,6 +166,8 @@ class OpenAICompatModel(ChatModel):
 
     def _completions_or_error(self, status: int, retry_after: float | None, raw: bytes,
                               stop: list[str] | None) -> list[Completion]:
+        if status in (400, 401, 403, 404):
+            raise self._fatal(status, raw)
         if status >= 400:
             raise ModelError(_error_message(status, raw), retryable=status in (408, 429) or status >= 500,
                              retry_after=retry_after, status=status)
@@ -173,6 +177,22 @@ class OpenAICompatModel(ChatModel):
             raise ModelError(f"JSONDecodeError: response is not JSON ({len(raw)} bytes)", retryable=True,
                              status=status, kind="malformed") from e
         return self._completions(resp_obj, stop)
+
+    def _fatal(self, status: int, raw: bytes) -> FatalModelError:
+        """A client error no retry can fix, as one line naming the model, the server and what to do."""
+        detail = _error_message(status, raw).removeprefix("HTTP ")
+        detail = detail if len(detail) <= 200 else detail[:197] + "..."
+        who = f"{self.name} (openai-compatible at {self.api_base})"
+        if status in (401, 403):
+            hint = (f"check {self.api_key_env}" if self.api_key_env else
+                    "the server wants an API key: name the environment variable that holds it in api_key_env")
+            what = "authentication failed" if status == 401 else "permission denied"
+        elif status == 404:
+            what, hint = "not found", (f"check the model name (GET {self.api_base.rstrip('/')}/models lists the "
+                                       "served ones) and that api_base ends in /v1")
+        else:
+            what, hint = "bad request", "check the sampling parameters, extra options and prompt length"
+        return FatalModelError(f"{who}: {what} ({detail}): {hint}", status=status)
 
     @staticmethod
     def _completions(resp: Any, stop: list[str] | None) -> list[Completion]:

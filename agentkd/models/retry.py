@@ -13,9 +13,9 @@ class RetryingModel(WrappedModel):
     """Retries retryable `ModelError`s with exponential backoff and jitter, honouring Retry-After.
 
     At most `retries` retries after the first attempt; the last error is re-raised. Errors that are not
-    retryable `ModelError`s (including `BudgetExceeded`) propagate at once. A plain loop rather than
-    tenacity's `AsyncRetrying`, whose per-call set-up (inspecting every callback) cost more CPU than the
-    rest of this wrapper chain on a successful call.
+    retryable `ModelError`s (including `BudgetExceeded` and `FatalModelError`) propagate at once. A plain
+    loop rather than tenacity's `AsyncRetrying`, whose per-call set-up (inspecting every callback) cost
+    more CPU than the rest of this wrapper chain on a successful call.
     """
 
     def __init__(self, inner: ChatModel, *, retries: int = 6, backoff_s: float = 1.0, max_backoff_s: float = 60.0,

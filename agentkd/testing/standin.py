@@ -1,5 +1,6 @@
 """A test double: an OpenAI-compatible stand-in teacher for tests and benchmarks: scripted CodeAct replies, a fixed
-latency, and injected faults (429 with Retry-After, 500, timeouts, malformed JSON) on a share of requests.
+latency, and injected faults (429 with Retry-After, 500, timeouts, malformed JSON, and the client errors no retry
+can fix: 400, 401, 403, 404 with OpenAI-style error bodies) on a share of requests.
 
     with StandinServer(latency_s=0.3, faults={"429": 0.1, "500": 0.1}) as srv:
         ...  # point a client at srv.url; srv.requests logs every request it answered or failed
@@ -51,6 +52,20 @@ def scripted_reply(messages: list[dict[str, Any]], actions: int = 1) -> str:
     if turns < actions:
         return f" Step {turns}: compute something first.\nCode:\n```py\nx = 21 * {turns + 2}\nprint(x)\n```"
     return f"Thought: I have what I need.\nCode:\n```py\nfinal_answer({answer_for(q)!r})\n```"
+
+
+# OpenAI-style error bodies for the injected client errors (what api.openai.com answers for each)
+_HTTP_ERRORS: dict[str, dict[str, Any]] = {
+    "400": {"message": "This model's maximum context length is 8192 tokens. However, your messages resulted in "
+                       "9000 tokens. Please reduce the length of the messages.",
+            "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"},
+    "401": {"message": "Incorrect API key provided: sk-stand***in.", "type": "invalid_request_error",
+            "param": None, "code": "invalid_api_key"},
+    "403": {"message": "Project does not have access to this model.", "type": "invalid_request_error",
+            "param": None, "code": "model_not_allowed"},
+    "404": {"message": "The model does not exist or you do not have access to it.",
+            "type": "invalid_request_error", "param": None, "code": "model_not_found"},
+}
 
 
 def _response(status: int, payload: bytes, extra: dict[str, str] | None = None) -> bytes:
@@ -124,6 +139,8 @@ class StandinServer:
             answer = _response(429, json.dumps(err).encode(), {"Retry-After": str(self.retry_after_s)})
         elif fault == "500":
             answer = _response(500, b'{"error": {"message": "internal error", "type": "server_error"}}')
+        elif fault in _HTTP_ERRORS:  # errors no retry can fix: a client must stop, not retry
+            answer = _response(int(fault), json.dumps({"error": _HTTP_ERRORS[fault]}).encode())
         elif fault == "malformed":
             answer = _response(200, b'{"id": "x", "choices": [{"index": 0, "message": {"role": "assist')
         else:
