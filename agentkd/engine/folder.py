@@ -81,6 +81,7 @@ class RunFolder:
             self._stores = None
 
     def write_summary(self, summary: RunSummary) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
         _atomic_write(self.summary_path, summary.model_dump_json(indent=2))
 
     def read_summary(self) -> RunSummary | None:
