@@ -88,12 +88,6 @@ class SubprocessBackend(LocalProcessBackend):
                                      start_new_session=True, preexec_fn=preexec if dirs else None,
                                      cwd=self.workdir)
 
-    def isolation(self) -> dict[str, bool]:
-        lim = self.cgroup.limits if self.cgroup else {}
-        return {"network": False, "filesystem": False, "pid": False, "memory": True,
-                "memory_cgroup": bool(lim.get("memory")), "procs_cgroup": bool(lim.get("pids")),
-                "uid": os.geteuid() != 0 or self.config.uid != 0, "seccomp": False}
-
     def signal_tree(self) -> None:
         assert self.proc is not None
         os.killpg(self.proc.pid, 9)  # its own session: every process it started, even after it exited
