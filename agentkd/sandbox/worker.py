@@ -24,7 +24,8 @@ the work dir and exits.
 Messages are 4-byte big-endian length + UTF-8 JSON. Host -> kernel: ``run`` {code, soft}, ``fork`` {kids},
 ``kill`` {pids}, ``exit``, and ``return``/``raise`` answering a kernel's ``call`` {name, args, kwargs};
 host -> template: ``episode`` {kid}, ``reap`` {sid, pids}; host -> episode root: ``close``.
-Kernel -> host: ``hello`` {kid, token, pid, role}, ``result`` {...}, ``forked`` {pids}, ``call``;
+Kernel -> host: ``hello`` {kid, token, pid, role; kernel 0 adds ``probe``, see `probe_walls`}, ``result`` {...},
+``forked`` {pids}, ``call``;
 root -> host: ``hello`` (role "root"), ``closed``.
 """
 

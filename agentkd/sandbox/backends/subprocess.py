@@ -1,6 +1,7 @@
 """subprocess backend: the worker as a plain child process. No filesystem, network or pid isolation —
 only a non-root uid (when agentkd runs as root), rlimits, a cgroup when writable, and a scrubbed
-environment. Chosen by `auto` only when nothing better exists, with a loud warning.
+environment. The work dir is a host temp folder, so `work_dir_mb` is not enforced (the isolation report
+says so). Chosen by `auto` only when nothing better exists, with a loud warning.
 """
 
 from __future__ import annotations
