@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agentkd.sandbox.cgroup import Cgroup, sweep_stale
+from agentkd.sandbox.cgroup import ROOT, Cgroup, limits_of, sweep_stale
 
 probe = Cgroup.create(64, 8)
 if probe is not None:
@@ -42,15 +42,24 @@ def test_stale_cgroups_of_killed_processes_are_swept_and_live_ones_kept():
 
 def test_limits_are_written_and_removal_kills_members():
     cg = Cgroup.create(128, 16)
-    assert cg is not None and cg.limits
-    for d in cg.dirs:
-        for f, want in (("memory.limit_in_bytes", 128 << 20), ("memory.max", 128 << 20), ("pids.max", 16)):
-            if (d / f).exists():
-                assert int((d / f).read_text()) == want
+    assert cg is not None and cg.limits == {"memory": True, "pids": True}, cg and cg.limits
+    if (ROOT / "cgroup.controllers").exists():  # cgroup v2 mounted at ROOT: one cgroup holds both limits
+        (d,) = cg.dirs
+        expected = {d: (("memory.max", 128 << 20), ("pids.max", 16))}
+    else:  # v1: one cgroup per controller hierarchy
+        by_ctrl = {d.relative_to(ROOT).parts[0]: d for d in cg.dirs}
+        assert sorted(by_ctrl) == ["memory", "pids"], cg.dirs
+        expected = {by_ctrl["memory"]: (("memory.limit_in_bytes", 128 << 20),), by_ctrl["pids"]: (("pids.max", 16),)}
+    for d, files in expected.items():
+        for f, want in files:
+            assert (d / f).is_file(), f"{d / f} is missing"
+            assert int((d / f).read_text()) == want, f
     proc = subprocess.Popen(["sleep", "600"])
     try:
+        assert limits_of(proc.pid) == {"memory": None, "pids": None}  # still in this process's own cgroup
         cg.join(proc.pid)
         assert proc.pid in cg.pids()
+        assert limits_of(proc.pid) == {"memory": 128 << 20, "pids": 16}  # what the isolation report reads
         cg.remove()
         assert proc.wait(timeout=5) == -9
         assert not any(d.exists() for d in cg.dirs)

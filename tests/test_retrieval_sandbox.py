@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from agentkd import sandbox
 from agentkd.tools import ToolsConfig, build_tools
 from agentkd.tools.config import IndexConfig
 from agentkd.tools.retrieval.build import build_index
 from agentkd.tools.retrieval.corpus import load_corpus
-
-sandbox = pytest.importorskip("agentkd.sandbox")
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +24,9 @@ def tools(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sb(tools):
+    box = sandbox.Sandbox(sandbox.SandboxConfig(), tools={"web_search": tools["web_search"]})
     try:
-        box = sandbox.Sandbox(sandbox.SandboxConfig(), tools={"web_search": tools["web_search"]})
+        box.backend  # noqa: B018 - resolves `auto`; the error names why each backend cannot run here
     except sandbox.SandboxError as e:
         pytest.skip(f"no sandbox backend on this machine: {e}")
     yield box

@@ -128,8 +128,10 @@ def test_fork_server_and_sandboxes_hold_no_host_secrets(monkeypatch):
         assert b"PATH=" in environ  # it has the sandbox environment
         r = sb.run("import os\n[k for k in os.environ if k.endswith('_API_KEY') or 'TOKEN' in k]")
         assert r.value == "[]"
-        r = sb.run("import os\nos.listdir('/proc/self/fd')")  # nothing of the server's leaks in
-        assert r.error is None and sorted(eval(r.value)) <= ["0", "1", "2", "3", "4", "5", "6", "7"], r
+        # nothing of the server's leaks in: the kernel's own fds only (stdio, devnull, its socket, the two capture
+        # memfds, and the one listdir opens)
+        r = sb.run("import os\nos.listdir('/proc/self/fd')")
+        assert r.error is None and set(eval(r.value)) <= {str(fd) for fd in range(8)}, r
 
 
 def test_killed_fork_server_is_replaced():
@@ -165,11 +167,18 @@ def _start_daemons(sb: Sandbox) -> tuple[str, int]:
 
 @pytest.mark.parametrize("cgroup", [True, False])
 def test_close_leaves_no_process(cgroup, monkeypatch):
-    if not cgroup:
+    if cgroup:
+        probe = fs.Cgroup.create(64, 8)
+        if probe is None:
+            pytest.skip("no writable cgroup hierarchy here (a cgroup v2 or v1 memory/pids hierarchy agentkd can "
+                        "create cgroups in; needs root)")
+        probe.remove()
+    else:
         monkeypatch.setattr(fs.Cgroup, "create", classmethod(lambda cls, *a, **k: None))
     sb = make()
     sb.start()
-    assert sb.isolation()["memory_cgroup"] is (cgroup and sb._impl.cgroup is not None)
+    assert (sb._impl.cgroup is not None) is cgroup
+    assert sb.isolation()["memory_cgroup"] is cgroup  # measured: the host finds the kernel under its cgroup
     first = sb._impl.proc.pid
     marker, ns = _start_daemons(sb)
     sb.close()

@@ -4,7 +4,6 @@ take all their processes with them on close, and must keep every host-boundary p
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
@@ -163,12 +162,16 @@ def test_tools_final_answer_and_candidates(pool):
 
 def test_isolation_report_and_identity(pool):
     with pool.acquire() as sb:
-        iso = sb.isolation()
+        iso, rep = sb.isolation(), sb.isolation_report()
         assert sb.backend == "bwrap" and iso["episode_container"] is False
-        assert all(iso[k] for k in ("network", "filesystem", "pid", "memory", "uid", "seccomp"))
+        # measured by the template kernel inside the shared sandbox, before any episode ran code
+        for k in ("network", "filesystem", "pid", "memory", "uid", "seccomp", "work_dir"):
+            assert iso[k] is True, (k, rep[k])
+        assert rep["work_dir"]["limit_bytes"] == 8 * SandboxConfig().work_dir_mb << 20  # shared by 8 episodes
+        assert rep["memory_cgroup"]["ok"] is (sb._box.impl.cgroup is not None)
         r = sb.run("import os\nos.getuid(), sorted(k for k in os.environ if 'KEY' in k or 'TOKEN' in k)")
         uid, secrets = eval(r.value)
-        assert uid != 0 and secrets == []
+        assert uid != 0 and uid == rep["uid"]["uid"] == rep["uid"]["peer_uid"] and secrets == []
 
 
 # -- the host boundary is the same as Sandbox's ---------------------------------------------------------------
@@ -274,11 +277,11 @@ def test_pool_close_ends_every_box_and_races_with_episode_closes():
     assert wait_until(lambda: len(procs_with(marker)) == 3)
     with ThreadPoolExecutor(3) as ex:
         closing = [ex.submit(sb.close) for sb in sbs[:2]]
-        t0 = time.monotonic()
         p.close()
+        # they end because their box was killed, not through the 10 s an episode close waits for its root's reply
+        # (how fast they end is measured by tools/bench/sandbox.py)
         for f in closing:
-            f.result(timeout=10)
-    assert time.monotonic() - t0 < 5
+            f.result(timeout=9)
     assert wait_until(lambda: procs_with(marker) == [])
     sbs[2].close()
 
@@ -289,4 +292,3 @@ def test_threads_do_not_leak(pool):
         with pool.acquire() as sb:
             sb.run("1")
     assert threading.active_count() <= before + 1
-    assert os.getpid() > 0

@@ -6,15 +6,12 @@ import typer
 
 app = typer.Typer(help="Inspect the code sandbox and build its Docker image.", no_args_is_help=True)
 
-ISOLATIONS = ("network", "filesystem", "pid", "memory", "uid", "seccomp")
-
-
 @app.command("check")
 def check(
     backend: str = typer.Option("auto", help="auto, docker, bwrap or subprocess."),
     docker_host: str = typer.Option(None, help="Docker daemon URL (default: $AGENTKD_DOCKER_HOST, $DOCKER_HOST)."),
 ) -> None:
-    """Start a sandbox, run a probe, and print the backend and which isolations are active."""
+    """Start a sandbox and print the backend and which walls its worker found up (measured inside it)."""
     from agentkd.sandbox import Sandbox, SandboxConfig, SandboxError, choose_backend
     from agentkd.sandbox.backends import AUTO_ORDER, backend_class
 
@@ -25,18 +22,17 @@ def check(
     try:
         choose_backend(cfg)
         with Sandbox(cfg) as sb:
-            iso = sb.isolation()
+            report = sb.isolation_report()
             probe = sb.run("import os\nprint(os.getuid())")
             typer.echo(f"backend: {sb.backend}   worker start: {sb.start_time_s * 1000:.0f} ms   "
                        f"code runs as uid {probe.stdout.strip() or '?'}")
     except SandboxError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
-    for k in ISOLATIONS:
-        typer.echo(f"  {k:<11} {'yes' if iso.get(k) else 'NO'}")
-    extra = {k: v for k, v in iso.items() if k not in ISOLATIONS}
-    if extra:
-        typer.echo("  " + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in extra.items()))
+    typer.echo("walls, as the worker found them inside the sandbox:")
+    for k, wall in report.items():
+        verdict = {True: "yes", False: "NO", None: "unknown"}[wall["ok"]]
+        typer.echo(f"  {k:<13} {verdict:<8} {wall['why']}")
 
 
 @app.command("build-image")

@@ -28,6 +28,10 @@
     `arun` at a time per sandbox. `launch()` starts the worker without waiting for it to connect (`start()`,
     or the first run, picks it up; `started` tells): one thread can launch many sandboxes that boot in
     parallel. `kill_now()` sends SIGKILL to every process of the sandbox without waiting (then `close()`).
+    `isolation()` -> {wall: True/False/None} and `isolation_report()` (with why and what was measured): the
+    walls kernel 0 found up inside the sandbox before any code ran (`agentkd.sandbox.isolation`): network,
+    filesystem, pid, uid, seccomp, memory, work_dir, memory_cgroup, procs_cgroup. Nothing is declared by a
+    backend: False means the probe saw the host through the wall, None that it could not tell.
 `SandboxPool(config, tools)`
     `acquire()` returns a started, pristine per-episode sandbox with the `Sandbox` interface (run,
     run_candidates, commit, restart, close, backend, isolation(), context manager) and the same per-episode
@@ -57,8 +61,8 @@
                 of CPU each with forkserver, the default as root, ~25 ms with bwrap): nothing is shared
                 between episodes but the host.
     The host boundary is identical in both modes: same backend, namespaces, read-only system, no network,
-    seccomp filter, non-root uid, rlimits and scrubbed environment. `isolation()` of a pooled episode
-    adds `episode_container: False`.
+    seccomp filter, non-root uid, rlimits and scrubbed environment. `isolation()` of a pooled episode is its
+    template's probe, plus `episode_container: False`.
 `ExecResult`
     stdout, stderr (fd-level capture, child processes included, truncated to `max_output_bytes` with a
     marker), error (exception type, message and the user-code traceback lines), value (repr of the last
@@ -86,6 +90,7 @@ Backends (`config.backend`; `auto` tries them in this order)
     unshare     util-linux unshare namespaces; the worker builds the same read-only root itself (mount +
                 pivot_root), then the same rlimits, uid drop and seccomp filter (loaded with prctl).
     subprocess  uid drop + rlimits only; warns loudly; refuses to run code as root unless `allow_unsafe`.
+                Its work dir is a host temp folder: `work_dir_mb` is not enforced (isolation(): work_dir False).
 Every backend runs the same stdlib-only worker (`agentkd/sandbox/worker.py`) with the same protocol.
 All apply per-process rlimits (address space, CPU seconds, file size, open files, no core dumps; process
 count when no pids cgroup exists) and a scrubbed environment (no API keys or tokens). `agentkd sandbox

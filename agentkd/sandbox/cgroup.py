@@ -124,6 +124,44 @@ class Cgroup:
             _rmdir(d)
 
 
+def _limit(path: Path) -> int | None:
+    """A cgroup limit file's value; None for "max", a v1 "unlimited" (~2**63) or a missing file."""
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() and int(text) < 1 << 62 else None
+
+
+def _paths(pid: int) -> list[tuple[str, str]] | None:
+    try:
+        return [tuple(line.split(":", 2)[1:]) for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines()]
+    except (OSError, ValueError):
+        return None
+
+
+def limits_of(pid: int) -> dict[str, int | None] | None:
+    """{"memory": bytes, "pids": count}: the limits of the cgroups process `pid` is in, as this host sees them
+    (None: no limit there), counting only cgroups other than this process's own (a sandbox left in the host's
+    cgroup has no limit of its own). None when its /proc/PID/cgroup cannot be read."""
+    theirs, ours = _paths(pid), _paths(os.getpid()) or []
+    if theirs is None:
+        return None
+    v2 = (ROOT / "cgroup.controllers").exists()
+    found: dict[str, int | None] = {"memory": None, "pids": None}
+    for ctrls, path in theirs:
+        if (ctrls, path) in ours:
+            continue
+        names = ctrls.split(",")
+        for kind, d, file in (("memory", ROOT / "memory", "memory.limit_in_bytes"), ("pids", ROOT / "pids", "pids.max"),
+                              ("memory", ROOT, "memory.max"), ("pids", ROOT, "pids.max")):
+            if (ctrls == "" and v2 and d == ROOT) or (d != ROOT and kind in names):
+                v = _limit(d / path.lstrip("/") / file)
+                if v is not None:
+                    found[kind] = v
+    return found
+
+
 _swept: list[bool] = []
 
 

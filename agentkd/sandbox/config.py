@@ -43,7 +43,8 @@ class SandboxConfig(StrictConfig):
     max_procs: int = Field(default=64, ge=4, description="Maximum number of processes/threads in the sandbox.")
     cpu_time_s: int = Field(default=600, ge=1, description="CPU-seconds limit per sandbox process (RLIMIT_CPU).")
     max_file_mb: int = Field(default=64, ge=1, description="Largest file a sandboxed process may write (RLIMIT_FSIZE).")
-    work_dir_mb: int = Field(default=256, ge=1, description="Size of the private writable work dir (tmpfs).")
+    work_dir_mb: int = Field(default=256, ge=1, description="Size of the private writable work dir (tmpfs; not "
+                             "enforced by the subprocess backend, whose work dir is a host temp folder).")
     max_output_bytes: int = Field(
         default=20000, ge=100, description="stdout/stderr kept per run; the rest is dropped with a visible marker."
     )

@@ -37,7 +37,8 @@ from typing import Any
 from agentkd.sandbox.ahead import AheadSandbox, DelayedCloser
 from agentkd.sandbox.backends.base import Backend
 from agentkd.sandbox.config import SandboxConfig, resolve_config
-from agentkd.sandbox.protocol import Channel, ChannelClosed
+from agentkd.sandbox.isolation import host_spec, judge
+from agentkd.sandbox.protocol import Channel, ChannelClosed, took_hello
 from agentkd.sandbox.sandbox import Sandbox, SandboxError, _cleanup, _locked, choose_backend, worker_cfg
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,8 @@ class _Box:
         self._finalizer: weakref.finalize | None = None
         self.token = secrets.token_hex(16)
         self.listener: socket.socket | None = None
+        self.probe_spec: dict | None = None  # what the template's probe compared against, and what it found
+        self.probe: dict | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -101,13 +104,16 @@ class _Box:
                          name="sandbox-pool-accept").start()
         prog = seccomp.build_episode()
         c = self.config
-        cfg = {**worker_cfg(c, self.pool.tools), "template": True, "episode_seccomp": prog.hex() if prog else None}
+        cfg = {**worker_cfg(c, self.pool.tools), "template": True, "episode_seccomp": prog.hex() if prog else None,
+               "probe": host_spec(sockdir)}
+        self.probe_spec = cfg["probe"]
         t0 = time.perf_counter()
         self.impl.start(cfg, self.token)
         deadline = time.monotonic() + c.start_timeout_s
         while True:
             try:
                 self.template = self.wait(0, "kernel", min(deadline, time.monotonic() + 0.2))
+                self.probe = self.template.hello.get("probe")
                 break
             except TimeoutError:
                 if not self.impl.alive():
@@ -161,7 +167,7 @@ class _Box:
             if not isinstance(hello, dict) or hello.get("op") != "hello" or hello.get("token") != self.token:
                 ch.close()
                 continue
-            ch.kid, ch.pid, ch.role = int(hello.get("kid", 0)), hello.get("pid"), str(hello.get("role", "kernel"))
+            took_hello(ch, hello)
             key = (ch.kid, ch.role)
             with self._lock:
                 slot = self._waiting.pop(key, None)
@@ -253,10 +259,17 @@ class PooledSandbox(Sandbox):
         self._root: Channel | None = None
         self._pending: dict[int, Channel] = {}
 
-    def isolation(self) -> dict[str, bool]:
+    def isolation_report(self) -> dict[str, dict]:
+        """The walls the template kernel of this episode's sandbox found (its episodes share them), and
+        `episode_container` False: episodes are not walled off from one another."""
         self.start()
-        assert self._box is not None and self._box.impl is not None
-        return {**self._box.impl.isolation(), "episode_container": False}
+        box = self._box
+        assert box is not None
+        main = self._main
+        report = judge(box.probe, box.probe_spec, main.peer if main is not None else None,
+                       self.config.work_dir_mb * box.slots)
+        report["episode_container"] = {"ok": False, "why": f"up to {box.slots} episodes share this sandbox"}
+        return report
 
     @_locked
     def start(self) -> None:

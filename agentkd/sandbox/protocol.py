@@ -6,12 +6,13 @@ The framing (4-byte big-endian length + UTF-8 JSON) is defined once, in `agentkd
 from __future__ import annotations
 
 import socket
+import struct
 import time
 from typing import Any
 
 from agentkd.sandbox.worker import ChannelClosed, encode, recv_exact
 
-__all__ = ["Channel", "ChannelClosed", "accept_hello"]
+__all__ = ["Channel", "ChannelClosed", "accept_hello", "peer_credentials", "took_hello"]
 _INCOMPLETE = object()
 
 
@@ -22,6 +23,8 @@ class Channel:
         self.sock, self.kid, self.pid = sock, kid, pid
         self.role = "kernel"  # or "root" (a SandboxPool episode's root process)
         self.buf = bytearray()
+        self.hello: dict = {}  # the kernel's hello (kernel 0's carries its probe of the walls)
+        self.peer: tuple[int, int, int] | None = None  # (pid, uid, gid) of the connecting process, as the host sees it
 
     def send(self, obj: Any) -> None:
         try:
@@ -147,6 +150,22 @@ class Channel:
             pass
 
 
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int] | None:
+    """(pid, uid, gid) of the process at the other end of a Unix socket, translated by the kernel into this
+    process's namespaces (SO_PEERCRED; Linux)."""
+    try:
+        return struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    except (OSError, AttributeError):
+        return None
+
+
+def took_hello(ch: Channel, hello: dict) -> Channel:
+    """Record a checked hello on its channel: kid, pid, role, the hello itself, and the peer's credentials."""
+    ch.kid, ch.pid, ch.role = int(hello.get("kid", 0)), hello.get("pid"), str(hello.get("role", "kernel"))
+    ch.hello, ch.peer = hello, peer_credentials(ch.sock)
+    return ch
+
+
 def accept_hello(listener: socket.socket, token: str, deadline: float) -> Channel:
     """Accept one kernel connection and check its hello; connections with a wrong token are dropped."""
     while True:
@@ -168,5 +187,4 @@ def accept_hello(listener: socket.socket, token: str, deadline: float) -> Channe
         if not isinstance(hello, dict) or hello.get("op") != "hello" or hello.get("token") != token:
             ch.close()
             continue
-        ch.kid, ch.pid, ch.role = int(hello.get("kid", 0)), hello.get("pid"), str(hello.get("role", "kernel"))
-        return ch
+        return took_hello(ch, hello)

@@ -20,6 +20,7 @@ from typing import Any
 from agentkd.sandbox.backends import AUTO_ORDER, backend_class
 from agentkd.sandbox.backends.base import Backend
 from agentkd.sandbox.config import SandboxConfig, resolve_config
+from agentkd.sandbox.isolation import host_spec, judge, summary
 from agentkd.sandbox.protocol import Channel, ChannelClosed, accept_hello
 from agentkd.sandbox.result import ExecResult
 from agentkd.sandbox.worker import jsonable
@@ -120,6 +121,8 @@ class Sandbox:
         self._sockdir: str | None = None
         self._token = ""
         self._finalizer: weakref.finalize | None = None
+        self._probe_spec: dict | None = None  # what the worker's probe compares against (agentkd.sandbox.isolation)
+        self._probe: dict | None = None  # what kernel 0's probe found, from its hello
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def __enter__(self) -> Sandbox:
@@ -138,11 +141,16 @@ class Sandbox:
                 log.debug("sandbox backend %s skipped: %s", name, why)
         return self._cls.name
 
-    def isolation(self) -> dict[str, bool]:
-        """Which isolations are active: network, filesystem, pid, memory, uid, seccomp (+ cgroup details)."""
+    def isolation(self) -> dict[str, bool | None]:
+        """Which walls the worker found up, inside the sandbox (`agentkd.sandbox.isolation`): network, filesystem,
+        pid, uid, seccomp, memory, work_dir, memory_cgroup, procs_cgroup; True up, False down, None unknown."""
+        return summary(self.isolation_report())
+
+    def isolation_report(self) -> dict[str, dict]:
+        """`isolation()` with what was measured: {wall: {"ok": ..., "why": ..., facts}}."""
         self.start()
-        assert self._impl is not None
-        return self._impl.isolation()
+        main = self._main
+        return judge(self._probe, self._probe_spec, main.peer if main is not None else None, self.config.work_dir_mb)
 
     @property
     def started(self) -> bool:
@@ -160,6 +168,7 @@ class Sandbox:
         t0, self._launched_at = self._launched_at, None
         self._main = self._accept(time.monotonic() + self.config.start_timeout_s)
         self.start_time_s = time.perf_counter() - t0
+        self._probe = self._main.hello.get("probe")
 
     @_locked
     def launch(self) -> None:
@@ -187,7 +196,9 @@ class Sandbox:
         self._finalizer = weakref.finalize(self, _cleanup, self._impl, self._listener, self._sockdir)
         self._token = secrets.token_hex(16)
         t0 = time.perf_counter()
-        self._impl.start(worker_cfg(self.config, self.tools), self._token)
+        cfg = worker_cfg(self.config, self.tools)
+        cfg["probe"] = self._probe_spec = host_spec(self._sockdir)
+        self._impl.start(cfg, self._token)
         self._launched_at = t0
 
     def _accept(self, deadline: float) -> Channel:

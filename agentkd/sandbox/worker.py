@@ -24,7 +24,8 @@ the work dir and exits.
 Messages are 4-byte big-endian length + UTF-8 JSON. Host -> kernel: ``run`` {code, soft}, ``fork`` {kids},
 ``kill`` {pids}, ``exit``, and ``return``/``raise`` answering a kernel's ``call`` {name, args, kwargs};
 host -> template: ``episode`` {kid}, ``reap`` {sid, pids}; host -> episode root: ``close``.
-Kernel -> host: ``hello`` {kid, token, pid, role}, ``result`` {...}, ``forked`` {pids}, ``call``;
+Kernel -> host: ``hello`` {kid, token, pid, role; kernel 0 adds ``probe``, see `probe_walls`}, ``result`` {...},
+``forked`` {pids}, ``call``;
 root -> host: ``hello`` (role "root"), ``closed``.
 """
 
@@ -256,6 +257,85 @@ def _rmtree(path: str) -> None:
         pass
 
 
+def probe_walls(spec: dict) -> dict:
+    """What this process finds of the host, from inside the sandbox: raw facts for the host to judge
+    (`agentkd.sandbox.isolation`). `spec` (from the host): its net/pid namespace inodes, the device and inode of
+    its "/", its pid and start time, a host folder that must stay invisible, and the port of a TCP listener
+    it opened on 127.0.0.1. Run by kernel 0 just before its hello, when every wall is up (seccomp included).
+    Raw reads and a few syscalls: ~0.1 ms of CPU."""
+    import _socket
+    import resource
+
+    def ns(kind: str):
+        try:
+            return os.stat(f"/proc/self/ns/{kind}").st_ino
+        except OSError:
+            return None
+
+    def read(path: str) -> bytes | None:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            return os.read(fd, 1 << 16)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
+    out: dict = {"net_ns": ns("net"), "pid_ns": ns("pid")}
+    dev = read("/proc/net/dev")  # the interfaces of this network namespace
+    out["interfaces"] = None if dev is None else [ln.split(b":")[0].strip().decode() for ln in dev.splitlines()[2:]]
+    try:
+        s = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
+    except OSError as e:
+        out["reach"] = f"socket: {e.strerror}"
+    else:
+        try:
+            s.settimeout(1.0)
+            s.connect(("127.0.0.1", int(spec.get("port") or 0)))
+            out["reach"] = True
+        except OSError as e:
+            out["reach"] = f"connect: {e.strerror or e}"
+        finally:
+            s.close()
+    try:
+        st = os.stat("/")
+        out["root"] = [st.st_dev, st.st_ino]
+    except OSError:
+        out["root"] = None
+    try:
+        os.stat(spec.get("canary") or "/nonexistent")
+        out["canary"] = True
+    except PermissionError:
+        out["canary"] = True  # it exists: only its permissions hide it
+    except OSError:
+        out["canary"] = False
+    stat = read(f"/proc/{int(spec.get('host_pid') or 0)}/stat")
+    out["host_pid_seen"] = bool(stat) and stat.rsplit(b")", 1)[-1].split()[19:20] == [str(spec.get("host_start")).encode()]
+    status = read("/proc/self/status") or b""
+    for key, name in (("cap_eff", b"\nCapEff:"), ("seccomp", b"\nSeccomp:"), ("no_new_privs", b"\nNoNewPrivs:")):
+        i = status.find(name)
+        out[key] = status[i + len(name):status.find(b"\n", i + 1)].strip().decode() if i >= 0 else None
+    out["uid"], out["gid"], out["groups"] = os.getuid(), os.getgid(), os.getgroups()
+    euid = os.geteuid()
+    if euid == 0:  # root here may be an unprivileged host uid in a user namespace (uid_map: inside outside count)
+        out["host_uid"] = None
+        for line in (read("/proc/self/uid_map") or b"").splitlines():
+            f = line.split()
+            if len(f) == 3 and int(f[0]) == 0:
+                out["host_uid"] = int(f[1])
+    out["rlimits"] = {n: resource.getrlimit(getattr(resource, n))[0]
+                      for n in ("RLIMIT_AS", "RLIMIT_CPU", "RLIMIT_FSIZE", "RLIMIT_NPROC")}
+    try:
+        v = os.statvfs(".")  # the kernel runs in its work dir
+        out["workdir_bytes"] = v.f_blocks * v.f_frsize
+    except OSError:
+        out["workdir_bytes"] = None
+    return out
+
+
 class Kernel:
     def __init__(self, cfg: dict, token: str, kid: int):
         self.cfg = cfg
@@ -270,7 +350,8 @@ class Kernel:
         self.allowed = cfg.get("allowed_imports")
         self._stdlib = set(getattr(sys, "stdlib_module_names", ())) | set(sys.builtin_module_names)
         self.template = bool(cfg.get("template"))
-        self._connect(kid)
+        # kernel 0 reports the walls it finds in its hello (candidates and episodes share its sandbox)
+        self._connect(kid, probe=probe_walls(cfg["probe"]) if kid == 0 and cfg.get("probe") else None)
         self._install()
         if self.template:
             import ast  # noqa: F401 - imported once here, shared copy-on-write by every episode
@@ -287,13 +368,16 @@ class Kernel:
             gc.freeze()  # the cyclic GC leaves the template's objects alone in episodes: fewer copy-on-write faults
 
     # -- channel ------------------------------------------------------------------------------------
-    def _connect(self, kid: int, role: str = "kernel"):
+    def _connect(self, kid: int, role: str = "kernel", probe: dict | None = None):
         import _socket  # the C module: `socket` would import enum & co. (~3 ms of start-up)
 
         s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         s.connect(self.cfg["socket"])
         self.sock, self.buf, self.pid = s, bytearray(), os.getpid()
-        self.send({"op": "hello", "kid": kid, "token": self.token, "pid": os.getpid(), "role": role})
+        hello = {"op": "hello", "kid": kid, "token": self.token, "pid": os.getpid(), "role": role}
+        if probe is not None:
+            hello["probe"] = probe
+        self.send(hello)
 
     def send(self, obj):
         self.sock.sendall(encode(obj))

@@ -2,7 +2,7 @@
 CPU one start costs, for every available agentkd backend and for smolagents' LocalPythonExecutor
 (in-process, unsafe baseline).
 
-    python tools/bench/sandbox.py [--n 500] [--starts 10] [--json out.json]
+    python tools/bench/sandbox.py [--n 500] [--starts 10] [--backends forkserver,bwrap] [--json out.json]
 
 Every executor runs snippet i before any runs snippet i+1 (round robin, rotating the order), so a busy
 machine slows them all alike. smolagents is optional: `pip install 'agentkd[bench]'`. The Docker backend
@@ -11,6 +11,11 @@ Start CPU: the host's CPU time during `Sandbox.start()` plus, once the worker is
 process of the sandbox (and, for forkserver, what the fork server spent on it), from /proc/PID/schedstat.
 Targets (issue 3): default backend p50 <= 1.0x LocalPythonExecutor's; worker start <= 50 ms (bwrap),
 <= 150 ms (Docker). Also printed: forkserver's start CPU as a multiple of bwrap's.
+
+Lifecycle timings, per sandbox backend (what the tests only bound loosely, issue 12): the CPU of the isolation
+probe kernel 0 runs before its hello, as a share of the start CPU; a 100 MB output flood; six workers launched
+together and then started vs six started one by one; and, for the default local backend, a pool's
+close(wait=False) vs close(wait=True), and how long episode closes racing a pool close take to end.
 """
 
 from __future__ import annotations
@@ -125,6 +130,73 @@ def sandbox_executor(backend: str, starts: int, **overrides) -> Executor:
                     statistics.median(cpu) if cpu else None)
 
 
+# (fewer probes than the host listener's backlog: where they reach it, only the host's next spec drains it)
+PROBE_CPU = ("import sys, time\nw = sys.modules['worker']\nt = time.process_time()\nfor _ in range(50):\n"
+             "    w.probe_walls(SPEC)\n(time.process_time() - t) / 50 * 1e3")
+
+
+def lifecycle(backend: str, **overrides) -> dict:
+    """Per-backend lifecycle timings (ms): the probe's CPU, an output flood, parallel vs sequential starts."""
+    from agentkd.sandbox import Sandbox, SandboxConfig
+
+    cfg = SandboxConfig(backend=backend, **overrides)  # type: ignore[arg-type]
+    out: dict = {"backend": backend}
+    with Sandbox(cfg.model_copy(update={"allowed_imports": None})) as sb:
+        r = sb.run(f"SPEC = {sb._probe_spec!r}\n{PROBE_CPU}")
+        out["probe_cpu_ms"] = float(r.value) if r.error is None else None
+    with Sandbox(cfg.model_copy(update={"max_output_bytes": 10000, "timeout_s": 120})) as sb:
+        t = time.perf_counter()
+        sb.run("import os\nos.write(1, b'y' * 100_000_000)")
+        out["flood_100mb_ms"] = (time.perf_counter() - t) * 1e3
+    boxes = [Sandbox(cfg) for _ in range(6)]
+    t = time.perf_counter()
+    for sb in boxes:
+        sb.launch()
+    for sb in boxes:
+        sb.start()
+    out["six_launched_ms"] = (time.perf_counter() - t) * 1e3
+    for sb in boxes:
+        sb.close()
+    t = time.perf_counter()
+    for sb in boxes:
+        sb.start()
+    out["six_sequential_ms"] = (time.perf_counter() - t) * 1e3
+    for sb in boxes:
+        sb.close()
+    return out
+
+
+def pool_close(backend: str) -> dict:
+    """A pool's close(wait=False) vs close(wait=True), each with 3 episodes open, per episode mode; and how long
+    two episode closes running while their pool closes take to end (ms)."""
+    import threading
+
+    from agentkd.sandbox import SandboxConfig, SandboxPool
+
+    out: dict = {}
+    for mode in ("container", "process"):
+        for wait in (False, True):
+            pool = SandboxPool(SandboxConfig(backend=backend, episode_isolation=mode), warm=1)  # type: ignore[arg-type]
+            eps = [pool.acquire() for _ in range(3)]
+            for ep in eps:
+                ep.run("1")
+            t = time.perf_counter()
+            pool.close(wait=wait)
+            out[f"{mode}_close_{'wait' if wait else 'nowait'}_ms"] = (time.perf_counter() - t) * 1e3
+    pool = SandboxPool(SandboxConfig(backend=backend, episode_isolation="process", episodes_per_container=1))  # type: ignore[arg-type]
+    eps = [pool.acquire() for _ in range(3)]
+    closers = [threading.Thread(target=ep.close) for ep in eps[:2]]
+    t = time.perf_counter()
+    for c in closers:
+        c.start()
+    pool.close()
+    for c in closers:
+        c.join()
+    out["racing_episode_closes_ms"] = (time.perf_counter() - t) * 1e3
+    eps[2].close()
+    return out
+
+
 def local_python_executor(starts: int) -> Executor | None:
     try:
         from smolagents.local_python_executor import LocalPythonExecutor
@@ -160,8 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=500, help="number of snippets")
     ap.add_argument("--starts", type=int, default=10, help="worker starts to time per backend")
+    ap.add_argument("--backends", help="comma-separated backends to measure (default: every available one)")
     ap.add_argument("--json", help="also write the rows to this file")
     args = ap.parse_args(argv)
+    only = set(args.backends.split(",")) if args.backends else None
 
     from agentkd.sandbox import SandboxConfig, choose_backend
     from agentkd.sandbox.backends import AUTO_ORDER, backend_class
@@ -169,7 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     codes = snippets(args.n)
     default = choose_backend(SandboxConfig())[0].name
     execs: list[Executor] = []
+    cycles: list[dict] = []
     for name in AUTO_ORDER:
+        if only is not None and name not in only:
+            continue
         overrides: dict = {}
         why = backend_class(name).unavailable(SandboxConfig(backend=name))  # type: ignore[arg-type]
         if why and name == "subprocess" and os.path.exists("/usr/bin/python3"):
@@ -180,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: unavailable ({why})", file=sys.stderr)
             continue
         execs.append(sandbox_executor(name, args.starts, **overrides))
+        cycles.append(lifecycle(name, **overrides))
     base = local_python_executor(args.starts)
     if base:
         execs.append(base)
@@ -218,9 +296,27 @@ def main(argv: list[str] | None = None) -> int:
     if fs and bw and fs["start_cpu_ms"] and bw["start_cpu_ms"]:  # not an issue target: how much forking saves
         print(f"  forkserver start CPU {fs['start_cpu_ms']:.1f} ms = {fs['start_cpu_ms'] / bw['start_cpu_ms']:.2f}x "
               "bwrap's (measured in this run)")
+    by_start = {r["executor"].split()[0]: r["start_cpu_ms"] for r in rows}
+    print("lifecycle (ms):")
+    print(f"{'backend':<12} {'probe CPU':>10} {'% of start CPU':>15} {'100 MB flood':>13} {'6 launched':>11} "
+          f"{'6 one by one':>13} {'ratio':>6}")
+    for c in cycles:
+        probe, start = c["probe_cpu_ms"], by_start.get(c["backend"])
+        share = f"{100 * probe / start:.1f}" if probe is not None and start else "-"
+        print(f"{c['backend']:<12} {probe if probe is not None else float('nan'):>10.3f} {share:>15} "
+              f"{c['flood_100mb_ms']:>13.0f} {c['six_launched_ms']:>11.0f} {c['six_sequential_ms']:>13.0f} "
+              f"{c['six_launched_ms'] / c['six_sequential_ms']:>6.2f}")
+    local = next((c["backend"] for c in cycles if c["backend"] in ("forkserver", "bwrap", "unshare")), None)
+    closes = pool_close(local) if local else {}
+    if closes:
+        print(f"pool close ({local}, 3 episodes open, ms): " + ", ".join(f"{k[:-3]} {v:.0f}" for k, v in closes.items()))
+        for mode in ("container", "process"):
+            print(f"  {mode}: close(wait=False) takes {closes[f'{mode}_close_nowait_ms'] / closes[f'{mode}_close_wait_ms']:.2f}x "
+                  "the time of close(wait=True)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"n": args.n, "default": default, "rows": rows}, f, indent=2)
+            json.dump({"n": args.n, "default": default, "rows": rows, "lifecycle": cycles, "pool_close": closes}, f,
+                      indent=2)
     return 0
 
 

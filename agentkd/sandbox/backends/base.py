@@ -62,10 +62,6 @@ class Backend:
         """Whatever the sandbox printed before it connected (for start-up errors)."""
         return ""
 
-    def isolation(self) -> dict[str, bool]:
-        """Which walls are up: network, filesystem, pid, memory, uid, seccomp (+ procs)."""
-        raise NotImplementedError
-
     def rlimits(self, cgroup_limits: dict[str, bool]) -> dict[str, int]:
         c = self.config
         mb = 1024 * 1024
@@ -93,7 +89,6 @@ class LocalProcessBackend(Backend):
         super().__init__(config, socket_dir, episodes)
         self.proc: subprocess.Popen | None = None
         self.cgroup = None  # agentkd.sandbox.cgroup.Cgroup when cgroup limits are in force
-        self._seccomp = False  # whether the worker runs under the seccomp filter (set by start())
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

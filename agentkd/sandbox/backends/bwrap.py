@@ -82,7 +82,6 @@ class BwrapBackend(LocalProcessBackend):
         keep: list[int] = []  # our copies of the fds the child inherits; closed once it started
         extra: list[str] = []
         prog = seccomp.build()
-        self._seccomp = prog is not None
         if prog is not None:
             rfd, wfd = os.pipe()
             os.write(wfd, prog)
@@ -115,9 +114,3 @@ class BwrapBackend(LocalProcessBackend):
             pass  # bwrap failed: the start-up error surfaces through diagnostics()
         finally:
             os.close(go_w)
-
-    def isolation(self) -> dict[str, bool]:
-        lim = self.cgroup.limits if self.cgroup else {}
-        return {"network": True, "filesystem": True, "pid": True, "memory": True, "memory_cgroup": bool(lim.get("memory")),
-                "procs_cgroup": bool(lim.get("pids")), "uid": True,  # root: setuid(config.uid); otherwise the (non-root) user itself
-                "seccomp": self._seccomp}

@@ -35,7 +35,6 @@ class DockerBackend(Backend):
         super().__init__(config, socket_dir, episodes)
         self.client = None
         self.container: str | None = None  # container id
-        self._seccomp: bool | None = None
 
     @classmethod
     def _client(cls, config):
@@ -147,13 +146,3 @@ class DockerBackend(Backend):
                 pass
             self.container = None
         self.client = None  # shared: never closed here
-
-    def isolation(self) -> dict[str, bool]:
-        if self._seccomp is None:
-            try:
-                client = self.client or self._client(self.config)
-                self._seccomp = any("seccomp" in s for s in client.info().get("SecurityOptions", []))
-            except Exception:
-                self._seccomp = False
-        return {"network": True, "filesystem": True, "pid": True, "memory": True, "memory_cgroup": True,
-                "procs_cgroup": True, "uid": True, "seccomp": self._seccomp}

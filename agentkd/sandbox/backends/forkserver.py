@@ -34,7 +34,7 @@ import tempfile
 import threading
 
 from agentkd.sandbox.backends.base import SANDBOX_ENV, WORKER_PY, LocalProcessBackend
-from agentkd.sandbox.backends.unshare import cgroup_procs, namespace_isolation, namespace_worker_cfg
+from agentkd.sandbox.backends.unshare import cgroup_procs, namespace_worker_cfg
 from agentkd.sandbox.cgroup import Cgroup
 from agentkd.sandbox.worker import HDR, encode, split_fs
 
@@ -279,7 +279,7 @@ class ForkserverBackend(LocalProcessBackend):
 
     def start(self, worker_cfg: dict, token: str) -> None:
         self.cgroup = Cgroup.create(*self.tree_limits())
-        exe, cfg, self._seccomp = namespace_worker_cfg(self, worker_cfg, shared_rootdir())
+        exe, cfg, _ = namespace_worker_cfg(self, worker_cfg, shared_rootdir())
         request = encode({"cfg": cfg, "token": token, "cgroup_procs": cgroup_procs(self.cgroup)})
         err_r, err_w = os.pipe()
         cfg_r, cfg_w = os.pipe()
@@ -317,6 +317,3 @@ class ForkserverBackend(LocalProcessBackend):
         finally:
             if isinstance(proc, PidfdProcess):
                 proc.close()
-
-    def isolation(self) -> dict[str, bool]:
-        return namespace_isolation(self.cgroup, self._seccomp)

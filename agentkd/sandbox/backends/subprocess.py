@@ -1,6 +1,7 @@
 """subprocess backend: the worker as a plain child process. No filesystem, network or pid isolation —
 only a non-root uid (when agentkd runs as root), rlimits, a cgroup when writable, and a scrubbed
-environment. Chosen by `auto` only when nothing better exists, with a loud warning.
+environment. The work dir is a host temp folder, so `work_dir_mb` is not enforced (the isolation report
+says so). Chosen by `auto` only when nothing better exists, with a loud warning.
 """
 
 from __future__ import annotations
@@ -87,12 +88,6 @@ class SubprocessBackend(LocalProcessBackend):
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      start_new_session=True, preexec_fn=preexec if dirs else None,
                                      cwd=self.workdir)
-
-    def isolation(self) -> dict[str, bool]:
-        lim = self.cgroup.limits if self.cgroup else {}
-        return {"network": False, "filesystem": False, "pid": False, "memory": True,
-                "memory_cgroup": bool(lim.get("memory")), "procs_cgroup": bool(lim.get("pids")),
-                "uid": os.geteuid() != 0 or self.config.uid != 0, "seccomp": False}
 
     def signal_tree(self) -> None:
         assert self.proc is not None

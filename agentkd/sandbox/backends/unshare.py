@@ -59,7 +59,7 @@ class UnshareBackend(LocalProcessBackend):
     def start(self, worker_cfg: dict, token: str) -> None:
         self.cgroup = Cgroup.create(*self.tree_limits())
         self.rootdir = tempfile.mkdtemp(prefix="agentkd-root-")
-        exe, cfg, self._seccomp = namespace_worker_cfg(self, worker_cfg, self.rootdir)
+        exe, cfg, _ = namespace_worker_cfg(self, worker_cfg, self.rootdir)
         dirs = cgroup_procs(self.cgroup)
 
         def join_cgroup() -> None:  # between fork and exec: raw syscalls only
@@ -75,9 +75,6 @@ class UnshareBackend(LocalProcessBackend):
                                      env={**SANDBOX_ENV, "AGENTKD_TOKEN": token}, cwd="/",
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      start_new_session=True, preexec_fn=join_cgroup if dirs else None)
-
-    def isolation(self) -> dict[str, bool]:
-        return namespace_isolation(self.cgroup, self._seccomp)
 
     def cleanup(self) -> None:
         if self.rootdir:
@@ -121,9 +118,3 @@ def cgroup_procs(cgroup: Cgroup | None) -> list[str]:
     """The cgroup.procs files a sandbox's first process writes its pid to."""
     return [str(d / "cgroup.procs") for d in cgroup.dirs] if cgroup else []
 
-
-def namespace_isolation(cgroup: Cgroup | None, seccomp_on: bool) -> dict[str, bool]:
-    lim = cgroup.limits if cgroup else {}
-    return {"network": True, "filesystem": True, "pid": True, "memory": True,
-            "memory_cgroup": bool(lim.get("memory")), "procs_cgroup": bool(lim.get("pids")),
-            "uid": True, "seccomp": seccomp_on}
