@@ -23,7 +23,8 @@ def suites() -> None:
     for name in list_suites():
         s = load_suite(name)
         where = s.where() or "[dim]missing (hub: " + (s.hub.id if s.hub else "-") + ")[/dim]"
-        table.add_row(s.name, s.domain, s.split, s.scorer, str(s.count or ""), where)
+        domain = f"per task ({s.domain} by default)" if s.fields.domain else s.domain
+        table.add_row(s.name, domain, s.split, s.scorer, str(s.count or ""), where)
     Console().print(table)
 
 

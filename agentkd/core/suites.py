@@ -43,7 +43,7 @@ class Suite(StrictConfig):
 
     name: str = Field(description="Suite name used on the command line (the YAML file's stem).")
     description: str = ""
-    domain: Domain = Field(description="factual or math.")
+    domain: Domain = Field(description="factual or math (the default when fields.domain reads it per task).")
     split: str = Field(description="'train' (trajectory source) or 'test' (held-out evaluation).")
     scorer: str = Field(description="Scorer name used by curate/evaluate (e.g. qa_em_f1, math_equiv).")
     count: int | None = Field(default=None, description="Expected number of tasks.")
