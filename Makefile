@@ -9,7 +9,7 @@ export TOKENIZERS_PARALLELISM = false
 setup:
 	VENV=$(VENV) bash tools/setup.sh
 
-## Run the main job on the embedded defaults (embedded SmolLM2 teacher, shipped benchmark tasks).
+## Run the main job on the embedded defaults (embedded SmolLM2 teacher, agentkd's own quickstart tasks); no ../shared needed.
 quickstart: setup
 	VENV=$(VENV) bash tools/quickstart.sh
 

@@ -15,6 +15,25 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_BENCH = REPO.parent / "shared" / "data" / "benchmarks"
+# suites find the paper's files relative to the working directory; tests may run from anywhere
+if SHARED_BENCH.is_dir():
+    os.environ.setdefault("AGENTKD_DATA", str(SHARED_BENCH))
+
+
+def tracked_copy(dst: Path) -> Path:
+    """A copy of the checkout's files as a fresh clone would have them: git-tracked files, plus new files git
+    does not ignore (so uncommitted work is tested too), without build outputs, venvs or runs."""
+    import shutil
+    import subprocess
+
+    names = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                           check=True, capture_output=True).stdout.decode().split("\0")
+    for name in filter(None, names):
+        src = REPO / name
+        if src.is_file():  # a tracked file deleted in the working tree is not copied
+            (dst / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / name)
+    return dst
 
 
 def local_backend() -> str | None:

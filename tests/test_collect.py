@@ -32,6 +32,11 @@ def write_tasks(path: Path, n: int) -> Path:
     return path
 
 
+def task_questions(path: Path) -> list[str]:
+    """The questions in a tasks file, for the stand-in teacher to recognise in its requests."""
+    return [r["question"] for r in json.loads(path.read_text())["examples"]]
+
+
 def base_cfg(url: str, tasks: Path, **over) -> dict:
     cfg = {
         "tasks": {"path": str(tasks)},
@@ -66,7 +71,7 @@ def assert_one_per_key_and_correct(run: Path, n_tasks: int, samples: int) -> lis
 def test_faults_are_retried_and_never_stored_as_answers(tmp_path):
     tasks = write_tasks(tmp_path / "tasks.json", 8)
     faults = {"429": 0.08, "500": 0.08, "timeout": 0.05, "malformed": 0.08}
-    with StandinServer(faults=faults, seed=1, timeout_sleep_s=2.5) as srv:
+    with StandinServer(faults=faults, seed=1, timeout_sleep_s=2.5, questions=task_questions(tasks)) as srv:
         # first without retries: some episodes fail; they go to failed.jsonl, not trajectories.jsonl
         s1 = collect(CollectConfig.model_validate(base_cfg(srv.url, tasks, client={"retries": 0})), tmp_path / "run",
                      progress=False)
@@ -134,7 +139,7 @@ def _cli(recipe: Path, out: Path, *extra: str) -> subprocess.Popen:
 def test_sigkill_midway_then_resume(tmp_path):
     tasks = write_tasks(tmp_path / "tasks.json", 12)
     run = tmp_path / "run"
-    with StandinServer(latency_s=0.15) as srv:
+    with StandinServer(latency_s=0.15, questions=task_questions(tasks)) as srv:
         recipe = tmp_path / "r.yaml"
         recipe.write_text(yaml.safe_dump({"collect": base_cfg(srv.url, tasks, samples=2, concurrency=3)}))
         proc = _cli(recipe, run)
@@ -171,7 +176,7 @@ def test_sigkill_midway_then_resume(tmp_path):
 def test_budget_stop_and_resume(tmp_path):
     tasks = write_tasks(tmp_path / "tasks.json", 10)
     run = tmp_path / "run"
-    with StandinServer() as srv:
+    with StandinServer(questions=task_questions(tasks)) as srv:
         # ~30-60 prompt words per call at $1000/Mtok → a few cents per call
         prices = {"price_in_per_mtok": 1000.0, "price_out_per_mtok": 1000.0, "budget_usd": 0.5}
         recipe = tmp_path / "r.yaml"

@@ -1,4 +1,5 @@
-"""Task loading: the paper's JSON, JSONL, HF datasets (offline error), and the 11 suites in evals/."""
+"""Task loading: the paper's JSON, JSONL, HF datasets (offline error), the 11 paper suites and the 2 quickstart
+suites shipped in the package, and users' own suites in ./evals or $AGENTKD_EVALS."""
 
 from __future__ import annotations
 
@@ -17,15 +18,72 @@ EXPECTED = {
 }
 
 
+QUICKSTART = {"quickstart-train": 40, "quickstart-test": 20}
+
+
 def test_suite_files_are_complete():
     suites = list_suites()
-    assert set(suites) == set(EXPECTED)
+    assert set(suites) == set(EXPECTED) | set(QUICKSTART)
     for name in EXPECTED:
         s = load_suite(name)
         assert s.count == EXPECTED[name]
         assert s.domain == ("math" if any(w in name for w in ("math", "gsm", "aime", "olym")) else "factual")
         assert s.scorer == ("math_equiv" if s.domain == "math" else "qa_em_f1")
         assert s.hub is not None and s.local
+
+
+def test_quickstart_suites_ship_in_the_package(tmp_path, monkeypatch):
+    """Found from any directory (no ./evals, no data roots), mixed domains read per task, no overlap."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AGENTKD_DATA", raising=False)
+    monkeypatch.delenv("AGENTKD_EVALS", raising=False)
+    loaded = {}
+    for name, n in QUICKSTART.items():
+        s = load_suite(name)
+        assert s.count == n and s.split == name.split("-")[1] and s.local is None and s.hub is None
+        tasks = load_tasks(TaskSource(suite=name))
+        assert len(tasks) == n and len({t.id for t in tasks}) == n
+        assert {t.domain for t in tasks} == {"factual", "math"} and all(t.source == name for t in tasks)
+        assert all(isinstance(t.answer, str) and t.answer for t in tasks)
+        loaded[name] = tasks
+    # the held-out split shares no task (nor question) with the train split
+    train, test = loaded["quickstart-train"], loaded["quickstart-test"]
+    assert not {t.id for t in train} & {t.id for t in test}
+    assert not {t.question for t in train} & {t.question for t in test}
+    # a limit still mixes both kinds: factual and math tasks are interleaved in file order
+    assert {t.domain for t in load_tasks(TaskSource(suite="quickstart-train", limit=3))} == {"factual", "math"}
+
+
+def test_users_suites_in_evals_shadow_shipped_ones(tmp_path, monkeypatch):
+    """./evals (the documented place for your own suites) and $AGENTKD_EVALS come before the shipped suites;
+    a `file:` is read relative to the suite's YAML, a `local:` pattern under the data roots."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "evals").mkdir()
+    (tmp_path / "evals" / "mine.jsonl").write_text('{"id": "a", "question": "2+2?", "answer": "4"}\n')
+    (tmp_path / "evals" / "mine.yaml").write_text(
+        "name: mine\ndomain: math\nsplit: test\nscorer: math_equiv\nfile: mine.jsonl\n")
+    (tmp_path / "evals" / "aime.yaml").write_text(
+        "name: aime\ndomain: math\nsplit: test\nscorer: math_equiv\nlocal: my/aime-*.json\n")
+    (tmp_path / "data" / "benchmarks" / "my").mkdir(parents=True)
+    (tmp_path / "data" / "benchmarks" / "my" / "aime-1.json").write_text('[{"id": 1, "question": "1+1?", "answer": 2}]')
+    [t] = load_tasks(TaskSource(suite="mine"))
+    assert (t.id, t.answer, t.domain, t.source) == ("a", "4", "math", "mine")
+    [t] = load_tasks(TaskSource(suite="aime"))
+    assert (t.question, t.answer) == ("1+1?", 2)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "aime.yaml").write_text("name: aime\ndomain: math\nsplit: test\nscorer: x\nfile: gone.jsonl\n")
+    monkeypatch.setenv("AGENTKD_EVALS", str(other))
+    assert list_suites()["aime"] == other / "aime.yaml"
+    with pytest.raises(ConfigError, match=r"no file 'gone\.jsonl' and no hub source"):
+        load_tasks(TaskSource(suite="aime"))
+    assert "quickstart-train" in list_suites()  # the shipped suites stay visible
+
+
+def test_mixed_domain_field_is_checked(tmp_path):
+    (tmp_path / "t.jsonl").write_text('{"question": "q", "kind": "poetry"}\n')
+    with pytest.raises(ConfigError, match="kind 'poetry' is not one of factual, math, other"):
+        load_tasks(TaskSource(path=str(tmp_path / "t.jsonl"), fields={"domain": "kind"}))
 
 
 def test_benchmark_counts_from_shared(shared_bench, monkeypatch):

@@ -1,24 +1,34 @@
-"""Prompt templates: YAML data files rendered with Jinja2 (`agentkd/agent/prompts/*.yaml`)."""
+"""Prompt templates: YAML data files rendered with Jinja2.
+
+The shipped prompts are package data (`agentkd/agent/prompts/*.yaml`, read with importlib.resources); a
+recipe may name one of them or give a path to its own `.yaml`.
+"""
 
 from __future__ import annotations
 
 import functools
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from agentkd.core.config import ConfigError, load_yaml
 from agentkd.core.hashing import stable_hash
 
-PROMPT_DIR = Path(__file__).parent / "prompts"
+
+def shipped_prompts() -> dict[str, Any]:
+    """name -> Traversable of each prompt that ships with agentkd."""
+    folder = resources.files("agentkd.agent").joinpath("prompts")
+    return {f.name[: -len(".yaml")]: f for f in folder.iterdir() if f.name.endswith(".yaml")}
 
 
 @functools.lru_cache(maxsize=64)
 def load_prompt(name: str) -> dict[str, str]:
-    path = Path(name) if name.endswith((".yaml", ".yml")) else PROMPT_DIR / f"{name}.yaml"
-    if not path.exists():
-        known = ", ".join(sorted(p.stem for p in PROMPT_DIR.glob("*.yaml")))
+    ref = Path(name) if name.endswith((".yaml", ".yml")) else shipped_prompts().get(name)
+    if ref is None or not ref.is_file():
+        known = ", ".join(sorted(shipped_prompts()))
         raise ConfigError(f"unknown prompt {name!r} (known: {known}, or a .yaml path)", path="agent.prompt")
-    data = load_yaml(path)
+    with resources.as_file(ref) as path:
+        data = load_yaml(path)
     return {k: v for k, v in data.items() if isinstance(v, str)}
 
 

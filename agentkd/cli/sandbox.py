@@ -42,13 +42,12 @@ def build_image(
 ) -> None:
     """Build the sandbox image offline (debootstrap + docker import; needs root and a Debian mirror)."""
     import subprocess
-    from pathlib import Path
+    from importlib import resources
 
-    script = Path(__file__).resolve().parents[2] / "sandbox" / "build-image.sh"
-    if not script.exists():
-        typer.echo("sandbox/build-image.sh ships with the agentkd source tree; from a registry instead run:\n"
-                   "  docker build -t agentkd-sandbox:latest sandbox/   (Dockerfile in the agentkd repository)",
-                   err=True)
-        raise typer.Exit(2)
-    cmd = ["bash", str(script), *(["--docker-host", docker_host] if docker_host else []), *(["--force"] if force else [])]
-    raise typer.Exit(subprocess.call(cmd))
+    # the script and Dockerfile are package data (agentkd/sandbox/image/)
+    script = resources.files("agentkd.sandbox").joinpath("image").joinpath("build-image.sh")
+    with resources.as_file(script) as path:
+        cmd = ["bash", str(path), *(["--docker-host", docker_host] if docker_host else []),
+               *(["--force"] if force else [])]
+        code = subprocess.call(cmd)
+    raise typer.Exit(code)

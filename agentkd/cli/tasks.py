@@ -11,20 +11,20 @@ app = typer.Typer(help="Benchmark suites and task sources.", no_args_is_help=Tru
 
 @app.command("suites")
 def suites() -> None:
-    """List the suites in evals/ with their domain, split, scorer and whether the local file is present."""
+    """List the suites (shipped, ./evals, $AGENTKD_EVALS) with their domain, split, scorer and task file."""
     from rich.console import Console
     from rich.table import Table
 
     from agentkd.core.suites import list_suites, load_suite
 
     table = Table()
-    for col in ("suite", "domain", "split", "scorer", "count", "local file"):
+    for col in ("suite", "domain", "split", "scorer", "count", "tasks from"):
         table.add_column(col)
     for name in list_suites():
         s = load_suite(name)
-        path = s.local_path()
-        table.add_row(s.name, s.domain, s.split, s.scorer, str(s.count or ""), str(path) if path else "[dim]missing (hub: "
-                      + (s.hub.id if s.hub else "-") + ")[/dim]")
+        where = s.where() or "[dim]missing (hub: " + (s.hub.id if s.hub else "-") + ")[/dim]"
+        domain = f"per task ({s.domain} by default)" if s.fields.domain else s.domain
+        table.add_row(s.name, domain, s.split, s.scorer, str(s.count or ""), where)
     Console().print(table)
 
 

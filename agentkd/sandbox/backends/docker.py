@@ -2,9 +2,9 @@
 
 The container has no network, memory and pids limits for the whole tree, a read-only root with tmpfs
 /work and /tmp, every capability dropped, no-new-privileges, and runs as a non-root uid. The worker is
-mounted read-only from this agentkd checkout and connects back through a bind-mounted Unix socket, so
-the daemon must be local (a `unix://` URL). Image: `sandbox/Dockerfile`, or `sandbox/build-image.sh`
-(debootstrap + `docker import`, no registry needed).
+mounted read-only from this agentkd installation and connects back through a bind-mounted Unix socket, so
+the daemon must be local (a `unix://` URL). Image: `agentkd/sandbox/image/Dockerfile`, or
+`agentkd sandbox build-image` (its `build-image.sh`: debootstrap + `docker import`, no registry needed).
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ class DockerBackend(Backend):
                 _clients.pop(host, None)
             if type(e).__name__ == "ImageNotFound":
                 return (f"image {config.docker_image} is missing from {host} "
-                        "(build it with `agentkd sandbox build-image` or sandbox/build-image.sh)")
+                        "(build it with `agentkd sandbox build-image`)")
             return f"the Docker daemon at {host} does not answer: {e}"
         _available[key] = time.monotonic()
         return None

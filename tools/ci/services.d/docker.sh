@@ -29,7 +29,7 @@ start() {
       return 0
     fi
   fi
-  if ! bash sandbox/build-image.sh --docker-host "unix://$SOCK" >&2; then
+  if ! bash agentkd/sandbox/image/build-image.sh --docker-host "unix://$SOCK" >&2; then
     log "WARNING: could not build the sandbox image; Docker backend tests will skip"
   fi
   echo "export AGENTKD_DOCKER_HOST=unix://$SOCK"

@@ -3,7 +3,7 @@
 # python3, numpy and sympy from the machine's Debian mirror, then `docker import` it.
 # The rootfs tarball is cached under $AGENTKD_CACHE (default ~/.cache/agentkd), so only the first build
 # pays for debootstrap. Needs root (debootstrap) and a reachable Docker daemon.
-#   usage: sandbox/build-image.sh [--docker-host unix:///path.sock] [--image NAME] [--force]
+#   usage: agentkd sandbox build-image [...], or bash agentkd/sandbox/image/build-image.sh [--docker-host unix:///path.sock] [--image NAME] [--force]
 set -euo pipefail
 IMAGE=${AGENTKD_SANDBOX_IMAGE:-agentkd-sandbox:latest}
 HOST=${AGENTKD_DOCKER_HOST:-${DOCKER_HOST:-}}
