@@ -297,7 +297,10 @@ def test_wheel_installs_and_collects_from_any_directory(tmp_path):
     assert where.returncode == 0, where.stderr
     file, path = json.loads(where.stdout)
     assert file == str(site / "agentkd" / "__init__.py"), where.stdout
-    assert not [p for p in path if p.startswith(str(REPO))], f"the checkout is on sys.path: {path}"
+    # no entry can import the checkout's package (this environment's site-packages may live inside the
+    # checkout, as .venv does)
+    on_path = [p for p in path if (Path(p or work) / "agentkd" / "__init__.py").resolve() == REPO / "agentkd" / "__init__.py"]
+    assert not on_path and str(REPO) not in path, f"the checkout is on sys.path: {path}"
 
     suites = run(str(venv / "bin" / "agentkd"), "tasks", "suites")
     assert suites.returncode == 0, suites.stderr

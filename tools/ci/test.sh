@@ -21,6 +21,6 @@ done
 cleanup() { for s in tools/ci/services.d/*.sh; do [ -e "$s" ] && bash "$s" stop || true; done; rm -f "$svc_env"; }
 trap cleanup EXIT
 
-python -m pytest -q -rs "$@"
+python -m pytest -q -rs --durations=15 "$@"
 rc=$?
 exit $rc
