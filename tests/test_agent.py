@@ -9,8 +9,8 @@ from agentkd.agent.parse import FORMAT_HELP, first_paragraph, last_boxed, parse_
 from agentkd.core.messages import from_chat_record, to_chat_record, to_messages
 from agentkd.core.types import Task
 from agentkd.models import ModelError
-from agentkd.testing import ScriptedModel
 from agentkd.sandbox import Sandbox, SandboxConfig
+from agentkd.testing import ScriptedModel
 from agentkd.tools import ToolsConfig, build_tools
 
 TASK = Task(id="t1", question="What is 6 times 7?", answer="42", domain="math", source="unit")

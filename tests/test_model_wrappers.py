@@ -8,7 +8,6 @@ import time
 import pytest
 
 from agentkd.models import ModelError
-from agentkd.testing import ScriptedModel
 from agentkd.models.api import to_model_error
 from agentkd.models.wrappers import (
     BudgetedModel,
@@ -21,6 +20,7 @@ from agentkd.models.wrappers import (
     find,
     wrap_model,
 )
+from agentkd.testing import ScriptedModel
 
 MSG = [{"role": "user", "content": "hi"}]
 
