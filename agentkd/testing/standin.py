@@ -79,6 +79,11 @@ class StandinServer:
         self._thread: threading.Thread | None = None
         self._conns: set[asyncio.Task] = set()
 
+    @property
+    def open_connections(self) -> int:
+        """Client connections the server holds open now (accepted, not yet dropped)."""
+        return len(self._conns)
+
     def _draw(self) -> str | None:
         r = self._rng.random()  # only the server's loop thread draws
         acc = 0.0
