@@ -349,10 +349,10 @@ def test_workers_starting_together_build_the_corpus_index_once(corpus_file, tmp_
     procs = [subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
              for _ in range(3)]
     outs = [p.communicate(timeout=120)[0] for p in procs]
+    builders = log.read_text().split()
+    assert len(builders) == 1 and int(builders[0]) in {p.pid for p in procs}, f"{len(builders)} builds: {builders}"
     assert all(p.returncode == 0 for p in procs)
     assert all(o.startswith("[1] Gaborone (score ") for o in outs), outs
-    builders = log.read_text().split()
-    assert len(builders) == 1 and int(builders[0]) in {p.pid for p in procs}, builders
     (built,) = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
     assert read_meta(built)["count"] == 305
 
