@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from conftest import wait_until
 
 from agentkd.core.jsonl import JsonlStore, iter_jsonl, read_models, repair_tail
@@ -116,7 +117,11 @@ def test_reader_yields_each_record_as_its_line_arrives(tmp_path):
     try:
         os.write(writer, b'{"i": 0}\n')
         reader.start()
-        assert got.get(timeout=30) == {"i": 0}
+        try:
+            first = got.get(timeout=30)
+        except queue.Empty:
+            pytest.fail("no record within 30 s while the writer keeps the file open: the reader waits for the end")
+        assert first == {"i": 0}
         os.write(writer, b'{"i": 1}\nnot json\n{"i": 2}\n')
         assert [got.get(timeout=30) for _ in range(2)] == [{"i": 1}, {"i": 2}]
     finally:
