@@ -36,13 +36,18 @@ def test_every_listed_command_and_subcommand_answers_help():
     assert r.returncode == 0
     cmds = _commands(r.stdout)
     assert {"serve", "models", "recipe", "tasks"} <= set(cmds)
+    groups = set()
     for cmd in cmds:
         sub = run(cmd, "--help")
         assert sub.returncode == 0, (cmd, sub.stderr)
         assert "placeholder" not in sub.stdout.lower() and "not implemented" not in sub.stdout.lower()
         if "Commands" in sub.stdout:
-            for leaf in _commands(sub.stdout):
+            leaves = _commands(sub.stdout)
+            assert leaves, (cmd, sub.stdout)  # a group lists its subcommands, and each is checked
+            for leaf in leaves:
                 assert run(cmd, leaf, "--help").returncode == 0, (cmd, leaf)
+            groups.add(cmd)
+    assert {"index", "recipe", "tasks", "models"} <= groups, groups
 
 
 def test_tasks_and_models_commands(shared_bench):

@@ -87,11 +87,24 @@ def test_load_config_section_and_cli_only(tmp_path):
 
 
 def test_every_field_documented():
+    from pydantic import BaseModel
+
     from agentkd.core.config import SECTIONS, section_class
 
+    def paths(cls, prefix):  # every field path, nested configs included, read from pydantic itself
+        for name, field in cls.model_fields.items():
+            yield prefix + name
+            ann = field.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                yield from paths(ann, f"{prefix}{name}.")
+
+    assert {"tasks", "model", "serve", "sandbox", "tools", "index", "agent", "collect"} <= set(SECTIONS)
     for name in SECTIONS:
-        for key, _type, _default, desc in explain(section_class(name), prefix=f"{name}."):
+        rows = explain(section_class(name), prefix=f"{name}.")
+        assert [key for key, *_ in rows] == list(paths(section_class(name), f"{name}.")), name  # none left out
+        for key, _type, _default, desc in rows:
             assert desc, f"{key} has no description"
+    assert any(key == "model.sampling.temperature" for key, *_ in explain(section_class("model"), "model."))
 
 
 def _cli(*args):

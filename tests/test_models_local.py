@@ -33,25 +33,91 @@ async def test_seed_reproducible_and_greedy_copies(model):
     assert len(g) == 3 and len({c.text for c in g}) == 1
 
 
-async def test_stop_sequence_cut_and_honoured(model):
+@pytest.fixture(scope="module")
+def varied(tiny_qwen, tmp_path_factory):
+    """The tiny model with seeded noise on its weights: greedy decoding of the plain random model (tied
+    embeddings) only repeats the last token; this one writes varied text, so a stop string can land mid-way."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path_factory.mktemp("tiny-qwen2-varied")
+    for f in tiny_qwen.iterdir():
+        if "token" in f.name or f.name.endswith((".jinja", "vocab.json", "merges.txt")):
+            shutil.copy(f, out)
+    base = AutoModelForCausalLM.from_pretrained(tiny_qwen)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for param in base.parameters():
+            param.add_(torch.randn(param.shape, generator=gen) * 0.5)
+    base.save_pretrained(out)
+    return TransformersModel(out, name="tiny-varied")
+
+
+def reference_greedy(m: TransformersModel, ids: list[int], max_new: int) -> list[int]:
+    """New token ids of a plain transformers greedy `generate` on `ids`, up to (not including) the end token."""
+    import torch
+
+    with torch.inference_mode():
+        out = m.model.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                               max_new_tokens=max_new, do_sample=False, temperature=None, top_p=None, top_k=None,
+                               pad_token_id=m.tokenizer.pad_token_id)
+    new = out[0, len(ids):].tolist()
+    eos = {m.tokenizer.eos_token_id, m.tokenizer.pad_token_id}
+    return new[: next((i for i, t in enumerate(new) if t in eos), len(new))]
+
+
+async def test_stop_string_cuts_greedy_text_where_it_occurs_and_stops_generating(varied):
+    import re
+
+    ids = varied.encode_prompt(MSG, None)["input_ids"][0].tolist()
+    want = reference_greedy(varied, ids, 40)
+    [free] = await varied.generate(MSG, temperature=0.0, max_tokens=40)
+    assert free.text == varied.tokenizer.decode(want, skip_special_tokens=True)
+    assert free.usage.completion_tokens == len(want) == 40 and free.finish_reason == "length"
+    # a word the greedy text contains, first occurring after its start
+    stop = next(w.group() for w in re.finditer(r"[A-Za-z]{3,}", free.text) if free.text.find(w.group()) > 0)
+    at = free.text.find(stop)
+    [cut] = await varied.generate(MSG, temperature=0.0, max_tokens=40, stop=["never-there", stop])
+    assert cut.text == free.text[:at] and cut.finish_reason == "stop"
+    # generation itself stopped at the token that completed the stop string (not cut after 40 tokens)
+    needed = next(n for n in range(1, len(want) + 1) if stop in varied.tokenizer.decode(want[:n]))
+    assert cut.usage.completion_tokens == needed < 40
+    # a stop string that only matches across the prompt boundary ("assistant\n" + the first characters)
+    # does not stop generation
+    across = "\n" + free.text[:2]
+    assert across not in free.text
+    [whole] = await varied.generate(MSG, temperature=0.0, max_tokens=40, stop=[across])
+    assert whole.text == free.text and whole.usage.completion_tokens == 40
+
+
+async def test_sampled_stop_cuts_the_same_sample(model):
     # same seed → same sample up to the stop point, so the stop must cut exactly there
-    free = (await model.generate(MSG, temperature=1.0, max_tokens=40, seed=5))[0].text
-    assert len(free) > 12
-    stop = free[8:11]
+    free = (await model.generate(MSG, temperature=1.0, max_tokens=40, seed=5))[0]
+    assert len(free.text) > 12
+    stop = free.text[8:11]
     cut = (await model.generate(MSG, temperature=1.0, max_tokens=40, seed=5, stop=["never-there", stop]))[0]
-    assert cut.text == free[: free.find(stop)]
-    assert len(cut.text) < len(free)
-    assert cut.finish_reason == "stop"
-    # a stop string that only matches across the prompt boundary must not stop generation
-    assert (await model.generate(MSG, temperature=1.0, max_tokens=40, seed=5, stop=["\n" + free[:1]]))[0].text
+    assert cut.text == free.text[: free.text.find(stop)]
+    assert cut.finish_reason == "stop" and cut.usage.completion_tokens < free.usage.completion_tokens
 
 
 async def test_prefill_continues_assistant_text(model):
-    prompt = model.encode_prompt(MSG, "Thought: I will")["input_ids"][0].tolist()
-    decoded = model.tokenizer.decode(prompt)
-    assert decoded.endswith("<|im_start|>assistant\nThought: I will"), decoded
-    comps = await model.generate(MSG, temperature=0.0, max_tokens=5, prefill="Thought: I will")
-    assert comps[0].usage.prompt_tokens == len(prompt)
+    prefill = "Thought: I will"
+    # the prompt the template gives for a fresh assistant turn, with the prefill appended: no end-of-turn
+    by_hand = model.tokenizer(model.tokenizer.apply_chat_template(MSG, add_generation_prompt=True, tokenize=False)
+                              + prefill)["input_ids"]
+    prompt = model.encode_prompt(MSG, prefill)["input_ids"][0].tolist()
+    assert prompt == by_hand, model.tokenizer.decode(prompt)
+    [c] = await model.generate(MSG, temperature=0.0, max_tokens=12, prefill=prefill)
+    want = reference_greedy(model, by_hand, 12)
+    assert c.text == model.tokenizer.decode(want, skip_special_tokens=True)
+    assert (c.usage.prompt_tokens, c.usage.completion_tokens) == (len(prompt), len(want))
+    # this random model repeats its last input token: the reply continues " will", the prefill's last word,
+    # and is not a fresh turn (which starts after "assistant\n")
+    assert c.text.startswith(" will") and not c.text.startswith(prefill)
+    [fresh] = await model.generate(MSG, temperature=0.0, max_tokens=12)
+    assert not fresh.text.startswith(" will")
 
 
 async def test_load_model_spec_paths(tiny_qwen):

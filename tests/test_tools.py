@@ -134,6 +134,7 @@ def test_final_answer_and_registry_defaults():
     assert render_tools(tools.values()).startswith("def final_answer(answer: Any) -> Any:")
     tools = build_tools(ToolsConfig(search={"name": "wiki", "index": "embedded:wiki-vital"}))  # opened lazily
     assert set(tools) == {"wiki", "final_answer"}
+    assert tools["wiki"]._retriever is None  # no index was built or loaded for that
     assert tools["wiki"].inputs["query"]["type"] == "string"
     assert tools["wiki"].output_type == "string"
     assert tools["wiki"].to_prompt().startswith("def wiki(query: str) -> str:")
@@ -237,7 +238,7 @@ def test_cache_is_shared_across_processes(tmp_path):
         t = CachedTool(Adder(), cache)
         for i in range(40):
             t(i % 20, 1)
-        print(cache.stats()["hits"], cache.stats()["misses"])
+        print(cache.stats()["hits"], cache.stats()["misses"], t.tool.calls)
         """
     )
     procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) for _ in range(3)]
@@ -247,6 +248,10 @@ def test_cache_is_shared_across_processes(tmp_path):
     misses = sum(int(o.split()[1]) for o in outs)
     assert hits + misses == 120 and hits >= 60  # each process re-reads at least its own 20 entries
     assert len(ToolCache(path)) == 20
+    # what those processes stored is served to a process started afterwards: it calls the tool not once
+    later = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert later.returncode == 0, later.stderr
+    assert later.stdout.split() == ["40", "0", "0"]
 
 
 def test_final_answer_in_the_sandbox_calls_the_host_only_when_it_does_more_than_return():

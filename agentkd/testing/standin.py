@@ -117,6 +117,11 @@ class StandinServer:
         # longest first, so "question 1" never claims a request for "question 12"
         self._questions = tuple(sorted(set(questions), key=len, reverse=True))
 
+    @property
+    def open_connections(self) -> int:
+        """Client connections the server holds open now (accepted, not yet dropped)."""
+        return len(self._conns)
+
     def _draw(self) -> str | None:
         r = self._rng.random()  # only the server's loop thread draws
         acc = 0.0
