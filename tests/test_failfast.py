@@ -28,10 +28,11 @@ from agentkd.models.api import LiteLLMModel, to_model_error
 from agentkd.models.base import FatalModelError, ModelError
 from agentkd.models.config import ModelConfig
 from agentkd.models.openai_compat import OpenAICompatModel
-from agentkd.models.preflight import _KEY_VARS, preflight_model, preflight_tools
+from agentkd.models.preflight import _KEY_VARS, preflight_model
 from agentkd.models.retry import RetryingModel
 from agentkd.testing.standin import StandinServer
 from agentkd.tools.config import ToolsConfig
+from agentkd.tools.preflight import preflight_tools
 
 MSG = [{"role": "user", "content": "Task: 2+2?"}]
 FATAL_FAULTS = ["400", "401", "403", "404"]

@@ -52,10 +52,11 @@ class LocalEpisodes:
 
     async def start(self) -> None:
         from agentkd.models.load import load_model
-        from agentkd.models.preflight import preflight_model, preflight_tools
+        from agentkd.models.preflight import preflight_model
         from agentkd.models.wrappers import RequestCache, wrap_model
         from agentkd.sandbox import SandboxPool
         from agentkd.tools import build_tools
+        from agentkd.tools.preflight import preflight_tools
 
         s = self.setup
         # what no retry can fix (credentials, an api_base that does not answer or serve the model, a missing

@@ -1,7 +1,8 @@
 """Pre-flight checks made before a run's first episode, for mistakes no retry can fix.
 
     preflight_model(cfg.teacher, key="collect.teacher")  # credentials, api_base answering and serving the model
-    preflight_tools(cfg.tools, key="collect.tools")      # the retrieval index or server is there
+
+(`agentkd.tools.preflight.preflight_tools` checks the retrieval index or server the same way.)
 
 Each raises `PreflightError` (exit code 4) with one line naming the model or key and what to do. They are
 quick (a few seconds at most: one GET with a short timeout) and import nothing heavy: litellm, whose import
@@ -147,37 +148,3 @@ def preflight_model(cfg: ModelConfig, *, key: str = "model") -> None:
     if missing:
         where = f"{key}.api_key_env names it" if cfg.api_key_env else f"or name another variable in {key}.api_key_env"
         raise PreflightError(f"{spec} (litellm): no API key: set {' or '.join(missing)} ({where})")
-
-
-def preflight_tools(cfg: Any, *, key: str = "tools") -> None:
-    """Check that the retrieval tool's index (or server) is there. `cfg` is a `ToolsConfig`. An
-    `embedded:` corpus needs its package only (its index is built on first use); `hf:` datasets are
-    checked when loaded."""
-    from agentkd.core.config import ConfigError
-
-    search = cfg.search
-    if search is None:
-        return
-    if search.url:
-        try:
-            _get(search.url.rstrip("/") + "/health", None)
-        except urllib.error.HTTPError:
-            return  # it answers
-        except (urllib.error.URLError, OSError) as e:
-            raise PreflightError(f"{key}.search.url: {search.url} does not answer ({_reason(e)}): start "
-                                 f"`agentkd index serve` there or fix {key}.search.url") from None
-        return
-    try:
-        if search.index and search.index.startswith("embedded:"):
-            from agentkd.tools.retrieval.corpus import EMBEDDED, package_file
-
-            if search.index in EMBEDDED:  # an unknown name is reported when the corpus is read
-                package_file(*EMBEDDED[search.index])
-        else:
-            from agentkd.tools.search import check_source
-
-            check_source(search)
-    except ConfigError as e:
-        detail = str(e).removeprefix(f"{e.path}: ") if e.path else str(e)
-        where = key + (e.path.removeprefix("tools") if e.path else ".search.index")  # as this recipe spells it
-        raise PreflightError(f"{where}: {detail}") from None
