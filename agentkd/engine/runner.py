@@ -112,7 +112,8 @@ class EpisodeRunner:
                 else:
                     state["done"] += 1
                     folder.store(traj)  # one non-durable write() of one line: cheaper inline than a thread hop
-                bar.update(state["done"] + state["failed"], info())
+                if bar.enabled:
+                    bar.update(state["done"] + state["failed"], info())
 
         # Everything alive now (imported modules, configs, clients) lives as long as the run: keep it out of
         # the cyclic GC's full collections, each of which would otherwise rescan the whole heap and stall all
