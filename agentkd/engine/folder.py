@@ -36,19 +36,23 @@ class RunFolder:
         self.summary_path = self.path / "summary.json"
         self.config_path = self.path / "config.yaml"
         self._stores: tuple[JsonlStore, JsonlStore] | None = None
+        self._keys: set[tuple[str, int]] | None = None  # read once; `store` adds what it writes
 
     def write_config(self, config: dict[str, Any]) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         _atomic_write(self.config_path, yaml.dump(config, Dumper=_YamlDumper, sort_keys=False))
 
     def finished_keys(self) -> set[tuple[str, int]]:
-        """`Trajectory.key` of every stored trajectory (streamed; torn lines skipped)."""
-        keys = set()
-        for obj in iter_jsonl(self.trajectories):
-            task = obj.get("task", {})
-            key = f"{task['source']}/{task['id']}" if task.get("source") else task.get("id")
-            keys.add((key, obj.get("provenance", {}).get("sample_index", 0)))
-        return keys
+        """`Trajectory.key` of every stored trajectory. The file is read (streamed; torn lines skipped) on the
+        first call only; what this object stores afterwards is added, so a run's summary needs no second read."""
+        if self._keys is None:
+            keys = set()
+            for obj in iter_jsonl(self.trajectories):
+                task = obj.get("task", {})
+                key = f"{task['source']}/{task['id']}" if task.get("source") else task.get("id")
+                keys.add((key, obj.get("provenance", {}).get("sample_index", 0)))
+            self._keys = keys
+        return set(self._keys)
 
     def todo(self, tasks: Iterable[Task], *, samples: int, seed: int) -> list[EpisodeSpec]:
         """Every (task, sample) not stored yet, in task order; sample s uses seed + s. Task keys must be
@@ -72,7 +76,12 @@ class RunFolder:
 
     def store(self, traj: Trajectory) -> None:
         assert self._stores is not None, "RunFolder.open() first"
-        self._stores[1 if traj.status == "error" else 0].append(traj)
+        if traj.status == "error":
+            self._stores[1].append(traj)
+            return
+        self.finished_keys()  # known before the file grows
+        self._stores[0].append(traj)
+        self._keys.add(traj.key)  # type: ignore[union-attr]
 
     def close(self) -> None:
         if self._stores is not None:
