@@ -11,19 +11,16 @@ takes seconds, only for a provider whose key variables are not in `_KEY_VARS`.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 from agentkd.core.errors import PreflightError
+from agentkd.core.httpcheck import error_reason, get_json
 from agentkd.models.config import ModelConfig
 
 log = logging.getLogger(__name__)
-_TIMEOUT_S = 5.0
 _OPENAI_ROUTES = ("openai/", "hosted_vllm/")  # litellm prefixes that talk to an OpenAI-compatible api_base
 
 # The API key variables of common litellm providers (any one suffices), so that checking them needs no
@@ -71,23 +68,6 @@ def served_name(model: str) -> str:
     return model.split("/", 1)[1] if "/" in model else model
 
 
-def _get(url: str, key: str | None) -> Any:
-    """GET `url` as JSON (None if the body is not JSON); urllib errors propagate."""
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {key or 'EMPTY'}",
-                                               "Accept": "application/json", "User-Agent": "agentkd"})
-    with urllib.request.urlopen(req, timeout=_TIMEOUT_S) as resp:
-        raw = resp.read()
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return None
-
-
-def _reason(e: Exception) -> str:
-    reason = getattr(e, "reason", None) or e
-    return str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
-
-
 def _check_api_base(cfg: ModelConfig, key: str) -> None:
     base = cfg.api_base.rstrip("/")  # type: ignore[union-attr]
     who = f"{cfg.model} at {cfg.api_base}"
@@ -95,7 +75,7 @@ def _check_api_base(cfg: ModelConfig, key: str) -> None:
     if cfg.api_key_env and not api_key:
         raise PreflightError(f"{who}: {cfg.api_key_env} is not set: set it ({key}.api_key_env names it)")
     try:
-        listing = _get(base + "/models", api_key)
+        listing = get_json(base + "/models", key=api_key or "EMPTY")
     except urllib.error.HTTPError as e:
         if e.code in (401, 403):
             hint = (f"check {cfg.api_key_env}" if cfg.api_key_env else
@@ -107,7 +87,7 @@ def _check_api_base(cfg: ModelConfig, key: str) -> None:
         log.warning("%s: GET %s/models answered %s; not checking which models it serves", who, base, e.code)
         return
     except (urllib.error.URLError, OSError) as e:  # refused, unreachable, timed out, reset
-        raise PreflightError(f"{who}: the server does not answer ({_reason(e)}): start the server or fix "
+        raise PreflightError(f"{who}: the server does not answer ({error_reason(e)}): start the server or fix "
                              f"{key}.api_base") from None
     if not cfg.model.startswith(_OPENAI_ROUTES):
         return  # another provider's proxy: its model list need not use the names litellm sends

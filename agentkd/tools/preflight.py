@@ -8,22 +8,10 @@ Raises `PreflightError` (exit code 4) with one line naming the recipe key and wh
 from __future__ import annotations
 
 import urllib.error
-import urllib.request
 from typing import Any
 
 from agentkd.core.errors import PreflightError
-
-_TIMEOUT_S = 5.0
-
-
-def _reason(e: Exception) -> str:
-    reason = getattr(e, "reason", None) or e
-    return str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
-
-
-def _get(url: str) -> None:
-    with urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": "agentkd"}), timeout=_TIMEOUT_S):
-        pass
+from agentkd.core.httpcheck import error_reason, get_json
 
 
 def preflight_tools(cfg: Any, *, key: str = "tools") -> None:
@@ -37,11 +25,11 @@ def preflight_tools(cfg: Any, *, key: str = "tools") -> None:
         return
     if search.url:
         try:
-            _get(search.url.rstrip("/") + "/health")
+            get_json(search.url.rstrip("/") + "/health")
         except urllib.error.HTTPError:
             return  # it answers
         except (urllib.error.URLError, OSError) as e:
-            raise PreflightError(f"{key}.search.url: {search.url} does not answer ({_reason(e)}): start "
+            raise PreflightError(f"{key}.search.url: {search.url} does not answer ({error_reason(e)}): start "
                                  f"`agentkd index serve` there or fix {key}.search.url") from None
         return
     try:
