@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 class AheadSandbox:
-    """A sandbox that is being started in the background; `arun`/`run` wait for it. A `CodeExecutor`."""
+    """A sandbox that is being started in the background; `arun` waits for it. A `CodeExecutor`."""
 
     def __init__(self, acquire: Any, backend: str, launcher: ThreadPoolExecutor, completer: ThreadPoolExecutor):
         self._backend = backend
@@ -60,12 +60,6 @@ class AheadSandbox:
     @property
     def backend(self) -> str:
         return self._backend
-
-    def start(self) -> None:
-        self._ready.result()
-
-    def run(self, code: str, timeout_s: float | None = None) -> ExecResult:
-        return self._ready.result().run(code, timeout_s=timeout_s)
 
     async def arun(self, code: str, timeout_s: float | None = None, *, executor: Executor | None = None) -> ExecResult:
         import asyncio

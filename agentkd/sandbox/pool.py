@@ -405,7 +405,7 @@ class SandboxPool:
 
     def acquire_ahead(self) -> AheadSandbox:
         """A sandbox for one episode that starts in the background (launched in order by one thread,
-        picked up once connected by another); its `arun`/`run` wait for it. Hand it back with `release`."""
+        picked up once connected by another); its `arun` waits for it. Hand it back with `release`."""
         if self._closed:
             raise SandboxError("the sandbox pool is closed")
         with self._lock:
