@@ -53,6 +53,10 @@ class MaskReport(BaseModel):
     example_index: int = Field(description="Index of the example shown.")
     example: str = Field(description=f"That example's rendered text, trained spans in {TRAINED_OPEN}…{TRAINED_CLOSE}.")
     example_spans: list[tuple[str, bool]] = Field(description="The same text as (text, trained) pieces.")
+    input_ids: list[list[int]] | None = Field(None, repr=False, description="Per example, the token ids after "
+                                              "truncation (only with keep_tokens=True).")
+    masks: list[list[int]] | None = Field(None, repr=False, description="Per example, 1 where the token is trained "
+                                          "(TRL: labels != -100), after truncation (only with keep_tokens=True).")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -232,11 +236,12 @@ def plain_marked(pieces: Iterable[tuple[str, bool]]) -> str:
 
 def check_masks(dataset: Any, model: str, *, split: str = "train", template: str | None = None,
                 max_length: int | None = None, batch_size: int = 256, show: int = 0, progress: bool = False,
-                tokenizer=None) -> MaskReport:
+                tokenizer=None, keep_tokens: bool = False) -> MaskReport:
     """Render every example of `dataset` (a DATASET folder or a `datasets.Dataset`) with `model`'s training template
     like TRL's SFTTrainer(assistant_only_loss=True, max_length=max_length) and check the loss mask (module doc).
     `template`: see `agentkd.curate.templates.resolve_template`; `tokenizer`: one from `load_student_tokenizer`
-    (skips loading). `show`: index of the example put in the report. Raises MaskError on the first bad example."""
+    (skips loading). `show`: index of the example put in the report; `keep_tokens`: also return every example's
+    ids and mask (tests compare them with TRL's). Raises MaskError on the first bad example."""
     if tokenizer is None:
         tokenizer = load_student_tokenizer(model, template)
     else:
@@ -248,6 +253,8 @@ def check_masks(dataset: Any, model: str, *, split: str = "train", template: str
     eot = end_of_turn_pattern(tokenizer)
     n_examples = trained_total = tokens_total = truncated = 0
     pieces: list[tuple[str, bool]] = []
+    kept_ids: list[list[int]] | None = [] if keep_tokens else None
+    kept_masks: list[list[int]] | None = [] if keep_tokens else None
     bar = _progress(progress)
     with bar:
         task = bar.add_task(f"checking masks ({name}[{split}])", total=len(ds) if hasattr(ds, "__len__") else None)
@@ -264,6 +271,9 @@ def check_masks(dataset: Any, model: str, *, split: str = "train", template: str
                 trained, chars = _check_example(f"{name}[{split}][{i}]", texts[k], messages, out.encodings[k],
                                                 out["assistant_masks"][k], n_keep, eot, max_length)
                 trained_total += trained
+                if kept_ids is not None and kept_masks is not None:
+                    kept_ids.append(list(out["input_ids"][k][:n_keep]))
+                    kept_masks.append(list(out["assistant_masks"][k][:n_keep]))
                 tokens_total += n_keep
                 if i == show:
                     end = out.encodings[k].offsets[n_keep - 1][1] if n_keep else 0
@@ -276,14 +286,15 @@ def check_masks(dataset: Any, model: str, *, split: str = "train", template: str
                       max_length=max_length, examples=n_examples, trained_tokens=trained_total,
                       total_tokens=tokens_total, trained_share=trained_total / max(tokens_total, 1),
                       truncated=truncated, example_index=min(show, n_examples - 1), example=plain_marked(pieces),
-                      example_spans=pieces)
+                      example_spans=pieces, input_ids=kept_ids, masks=kept_masks)
 
 
 def _progress(enabled: bool):
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    disable=not enabled, transient=True)
+                    console=Console(stderr=True), disable=not enabled, transient=True)
 
 
 def format_report(report: MaskReport) -> str:
