@@ -98,7 +98,7 @@ class _Regions:
         self.allowed: list[tuple[int, int]] = []  # assistant turns: lead whitespace + content + end-of-turn
         self.content: list[tuple[int, int, int]] = []  # (message index, start, end) of assistant content
         self.eot: list[tuple[int, int, int]] = []  # (message index, start, end) of each assistant end-of-turn
-        self.spans: list[tuple[int, int, int]] = []  # (message index, from, to): the text each message owns
+        self.spans: list[tuple[int, int, int, int]] = []  # (message index, header from, content from, content to)
         trail = re.compile(r"(?:\s|" + eot.pattern + r")*")
         first_eot = re.compile(r"\s*(" + eot.pattern + r")")
         cursor = 0
@@ -116,7 +116,7 @@ class _Regions:
                 raise MaskError(f"{where}: the chat template changes the text of message {j} ({_role(m)}), so "
                                 "its tokens cannot be told apart; check the template")
             end = pos + len(content)
-            self.spans.append((j, cursor, end))
+            self.spans.append((j, cursor, pos, end))
             if m.get("role") == "assistant":
                 lead = pos
                 while lead > cursor and text[lead - 1].isspace():
@@ -128,10 +128,12 @@ class _Regions:
             cursor = end
 
     def owner(self, char: int, messages: list[dict]) -> str:
-        for j, lo, hi in self.spans:
-            if lo <= char < hi:
+        for j, lo, start, hi in self.spans:
+            if start <= char < hi:
                 return f"the {_role(messages[j])} message {j}"
-        return "the template's own text (headers, default system prompt)"
+            if lo <= char < start:
+                return f"the template's text before the {_role(messages[j])} message {j} (its header)"
+        return "the template's own text after the last message"
 
 
 # ---------------------------------------------------------------------------------------------------------------
