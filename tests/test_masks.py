@@ -220,6 +220,22 @@ def test_hand_broken_templates_fail(template, words, tiny_qwen, good):
     assert str(e.value).startswith(f"{good}[train][0]: ") and words in str(e.value), str(e.value)
 
 
+def test_worker_processes_give_the_same_report_and_first_error(tiny_qwen, tmp_path):
+    model = str(tiny_qwen)
+    convs = [conversation(i, system=i % 2 == 0) for i in range(40)]
+    ds = save(tmp_path, convs)
+    one = check_masks(ds, model, batch_size=4, keep_tokens=True, show=13)
+    two = check_masks(ds, model, batch_size=4, keep_tokens=True, show=13, num_proc=2)
+    assert one == two and one.examples == 40 and "Task 13" in one.example
+    # bad examples at 17 and 33 (of 40, in different worker slices): the lowest index is reported
+    for i in (17, 33):
+        convs[i] = conversation(i, user="x " * 300)
+    ds = save(tmp_path, convs, "two-bad")
+    for n in (1, 2):
+        with pytest.raises(MaskError, match=r"\[train\]\[17\]: trains zero tokens"):
+            check_masks(ds, model, batch_size=4, max_length=200, num_proc=n)
+
+
 def test_resolve_template_names(qwen25):
     from transformers import AutoTokenizer
 

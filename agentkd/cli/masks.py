@@ -18,14 +18,18 @@ def check_masks_cmd(
     template: Optional[str] = typer.Option(None, "--template", help="Training chat template: a .jinja file, a TRL "
                                            "name (qwen2_5, llama3, ...), `chatml` or `stock`; default: by family."),
     show: int = typer.Option(0, "--show", help="Index of the example printed with its trained spans."),
+    num_proc: Optional[int] = typer.Option(None, "--num-proc", help="Worker processes; default: the CPU count "
+                                           "(at most 8)."),
 ) -> None:
     """Render every example like SFTTrainer(assistant_only_loss=True) and fail (exit 2) if an example trains no
     token, trains system/user/observation text, or the template has no generation markers. Prints the trained
     share and one example: trained spans in ⟦…⟧ (bold green on a terminal)."""
+    import os
+
     from agentkd.curate.masks import TRAINED_CLOSE, TRAINED_OPEN, check_masks, format_report
 
     report = check_masks(dataset, model, split=split, template=template, max_length=max_length, show=show,
-                         progress=sys.stderr.isatty())
+                         progress=sys.stderr.isatty(), num_proc=num_proc or min(8, os.cpu_count() or 1))
     if not sys.stdout.isatty():
         typer.echo(format_report(report))
         return

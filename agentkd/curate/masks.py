@@ -23,8 +23,10 @@ contents are located by searching the rendered text in order, so a template that
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -236,14 +238,87 @@ def plain_marked(pieces: Iterable[tuple[str, bool]]) -> str:
     return "".join(f"{TRAINED_OPEN}{t}{TRAINED_CLOSE}" if on else t for t, on in pieces)
 
 
+@dataclass
+class _Tally:
+    """What a run of examples added up to (merged across worker processes)."""
+
+    examples: int = 0
+    trained: int = 0
+    tokens: int = 0
+    truncated: int = 0
+    pieces: list[tuple[str, bool]] = field(default_factory=list)
+    ids: list[list[int]] | None = None
+    masks: list[list[int]] | None = None
+
+    def add(self, other: _Tally) -> None:
+        self.examples += other.examples
+        self.trained += other.trained
+        self.tokens += other.tokens
+        self.truncated += other.truncated
+        self.pieces = self.pieces or other.pieces
+        if self.ids is not None and self.masks is not None:
+            self.ids += other.ids or []
+            self.masks += other.masks or []
+
+
+@dataclass
+class _Job:
+    tokenizer: Any
+    eot: re.Pattern
+    where: str
+    max_length: int | None
+    show: int
+    keep_tokens: bool
+
+
+def _check_batch(job: _Job, batch: list[list[dict]], first: int) -> _Tally:
+    tally = _Tally(ids=[] if job.keep_tokens else None, masks=[] if job.keep_tokens else None)
+    # the call TRL's tokenize_fn makes per example (here for a batch of conversations at once)
+    out = job.tokenizer.apply_chat_template(batch, tokenize=True, return_dict=True,
+                                            return_assistant_tokens_mask=True, tools=None)
+    texts = job.tokenizer.apply_chat_template(batch, tokenize=False, tools=None)
+    for k, messages in enumerate(batch):
+        i = first + k
+        n = len(out["input_ids"][k])
+        n_keep = n if job.max_length is None else min(n, job.max_length)
+        trained, chars = _check_example(f"{job.where}[{i}]", texts[k], messages, out.encodings[k],
+                                        out["assistant_masks"][k], n_keep, job.eot, job.max_length)
+        tally.examples += 1
+        tally.trained += trained
+        tally.tokens += n_keep
+        tally.truncated += n_keep < n
+        if tally.ids is not None and tally.masks is not None:
+            tally.ids.append(list(out["input_ids"][k][:n_keep]))
+            tally.masks.append(list(out["assistant_masks"][k][:n_keep]))
+        if i == job.show:
+            end = out.encodings[k].offsets[n_keep - 1][1] if n_keep else 0
+            tally.pieces = _pieces(texts[k], chars, end)
+    return tally
+
+
+_WORKER: tuple[_Job, Any, int] | None = None  # (job, dataset, batch size), inherited by forked workers
+
+
+def _check_shard(bounds: tuple[int, int]) -> _Tally:
+    assert _WORKER is not None
+    job, ds, batch_size = _WORKER
+    lo, hi = bounds
+    tally = _Tally(ids=[] if job.keep_tokens else None, masks=[] if job.keep_tokens else None)
+    for batch in _batches(ds.select(range(lo, hi)), batch_size):
+        tally.add(_check_batch(job, batch, lo + tally.examples))
+    return tally
+
+
 def check_masks(dataset: Any, model: str, *, split: str = "train", template: str | None = None,
                 max_length: int | None = None, batch_size: int = 256, show: int = 0, progress: bool = False,
-                tokenizer=None, keep_tokens: bool = False) -> MaskReport:
+                tokenizer=None, keep_tokens: bool = False, num_proc: int | None = None) -> MaskReport:
     """Render every example of `dataset` (a DATASET folder or a `datasets.Dataset`) with `model`'s training template
     like TRL's SFTTrainer(assistant_only_loss=True, max_length=max_length) and check the loss mask (module doc).
     `template`: see `agentkd.curate.templates.resolve_template`; `tokenizer`: one from `load_student_tokenizer`
     (skips loading). `show`: index of the example put in the report; `keep_tokens`: also return every example's
-    ids and mask (tests compare them with TRL's). Raises MaskError on the first bad example."""
+    ids and mask (tests compare them with TRL's); `num_proc`: worker processes (forked; each streams its own
+    slice of the memory-mapped dataset). Raises MaskError on the first bad example (lowest index)."""
+    global _WORKER
     if tokenizer is None:
         tokenizer = load_student_tokenizer(model, template)
     else:
@@ -252,43 +327,43 @@ def check_masks(dataset: Any, model: str, *, split: str = "train", template: str
         check_markers(TrainingTemplate(tokenizer.chat_template or "", template_source(tokenizer)), tokenizer,
                       model=model)
     ds, name = _open(dataset, split)
-    eot = end_of_turn_pattern(tokenizer)
-    n_examples = trained_total = tokens_total = truncated = 0
-    pieces: list[tuple[str, bool]] = []
-    kept_ids: list[list[int]] | None = [] if keep_tokens else None
-    kept_masks: list[list[int]] | None = [] if keep_tokens else None
-    bar = _progress(progress)
-    with bar:
-        task = bar.add_task(f"checking masks ({name}[{split}])", total=len(ds) if hasattr(ds, "__len__") else None)
-        for batch in _batches(ds, batch_size):
-            # the call TRL's tokenize_fn makes per example (here for a batch of conversations at once)
-            out = tokenizer.apply_chat_template(batch, tokenize=True, return_dict=True,
-                                                return_assistant_tokens_mask=True, tools=None)
-            texts = tokenizer.apply_chat_template(batch, tokenize=False, tools=None)
-            for k, messages in enumerate(batch):
-                i = n_examples + k
-                n = len(out["input_ids"][k])
-                n_keep = n if max_length is None else min(n, max_length)
-                truncated += n_keep < n
-                trained, chars = _check_example(f"{name}[{split}][{i}]", texts[k], messages, out.encodings[k],
-                                                out["assistant_masks"][k], n_keep, eot, max_length)
-                trained_total += trained
-                if kept_ids is not None and kept_masks is not None:
-                    kept_ids.append(list(out["input_ids"][k][:n_keep]))
-                    kept_masks.append(list(out["assistant_masks"][k][:n_keep]))
-                tokens_total += n_keep
-                if i == show:
-                    end = out.encodings[k].offsets[n_keep - 1][1] if n_keep else 0
-                    pieces = _pieces(texts[k], chars, end)
-            n_examples += len(batch)
-            bar.update(task, advance=len(batch))
-    if n_examples == 0:
+    job = _Job(tokenizer, end_of_turn_pattern(tokenizer), f"{name}[{split}]", max_length, show, keep_tokens)
+    total = _Tally(ids=[] if keep_tokens else None, masks=[] if keep_tokens else None)
+    size = len(ds) if hasattr(ds, "__len__") else None
+    with _progress(progress) as bar:
+        task = bar.add_task(f"checking masks ({name}[{split}])", total=size)
+        if num_proc and num_proc > 1 and size and size > batch_size:
+            import multiprocessing
+
+            _batches(ds, batch_size)  # (checks the column before forking)
+            shard = max(batch_size, -(-size // (num_proc * 8)))
+            _WORKER = (job, ds, batch_size)
+            env = os.environ.get("TOKENIZERS_PARALLELISM")
+            os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one Rust thread per worker, and no fork warning
+            try:
+                with multiprocessing.get_context("fork").Pool(num_proc) as pool:
+                    for part in pool.imap(_check_shard, [(lo, min(lo + shard, size)) for lo in range(0, size, shard)]):
+                        total.add(part)
+                        bar.update(task, advance=part.examples)
+            finally:
+                _WORKER = None
+                if env is None:
+                    os.environ.pop("TOKENIZERS_PARALLELISM", None)
+                else:
+                    os.environ["TOKENIZERS_PARALLELISM"] = env
+        else:
+            for batch in _batches(ds, batch_size):
+                part = _check_batch(job, batch, total.examples)
+                total.add(part)
+                bar.update(task, advance=part.examples)
+    if total.examples == 0:
         raise MaskError(f"{name}[{split}]: no examples")
     return MaskReport(dataset=name, split=split, model=model, template=template_source(tokenizer),
-                      max_length=max_length, examples=n_examples, trained_tokens=trained_total,
-                      total_tokens=tokens_total, trained_share=trained_total / max(tokens_total, 1),
-                      truncated=truncated, example_index=min(show, n_examples - 1), example=plain_marked(pieces),
-                      example_spans=pieces, input_ids=kept_ids, masks=kept_masks)
+                      max_length=max_length, examples=total.examples, trained_tokens=total.trained,
+                      total_tokens=total.tokens, trained_share=total.trained / max(total.tokens, 1),
+                      truncated=total.truncated, example_index=min(show, total.examples - 1),
+                      example=plain_marked(total.pieces), example_spans=total.pieces, input_ids=total.ids,
+                      masks=total.masks)
 
 
 def _progress(enabled: bool):
