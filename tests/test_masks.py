@@ -206,14 +206,20 @@ BROKEN_EOT = CHATML_FILE.read_text().replace(
     "{{- message['content'] + '<|im_end|>' }}\n        {%- endgeneration %}",
     "{{- message['content'] }}{%- endgeneration %}{{- '<|im_end|>' }}")
 
+BROKEN_LAST_ONLY = CHATML_FILE.read_text().replace("{%- generation %}", "{%- if loop.last %}{%- generation %}").replace(
+    "{{- message['content'] + '<|im_end|>' }}\n        {%- endgeneration %}",
+    "{{- message['content'] + '<|im_end|>' }}\n        {%- endgeneration %}{%- else %}"
+    "{{- message['content'] + '<|im_end|>' }}{%- endif %}")
+
 
 @pytest.mark.parametrize("template, words", [
     (BROKEN_USER, "outside the assistant turns, first in the user message 0"),
     (BROKEN_HEADER, "outside the assistant turns, first in the template's text before the assistant message 1 (its header)"),
     (BROKEN_EOT, "end-of-turn token '<|im_end|>' after assistant message 1 is not trained"),
+    (BROKEN_LAST_ONLY, "assistant message 1 is not fully trained (masked from 'Thought: I will search (0)."),
 ])
 def test_hand_broken_templates_fail(template, words, tiny_qwen, good):
-    for broken in (BROKEN_USER, BROKEN_HEADER, BROKEN_EOT):
+    for broken in (BROKEN_USER, BROKEN_HEADER, BROKEN_EOT, BROKEN_LAST_ONLY):
         assert broken != CHATML_FILE.read_text()
     with pytest.raises(MaskError) as e:
         check_masks(good, str(tiny_qwen), template=template)
@@ -244,6 +250,9 @@ def test_resolve_template_names(qwen25):
     assert resolve_template(tok, "chatml").source == "agentkd:chatml_training.jinja"
     with pytest.raises(MaskError, match="not a file"):
         resolve_template(tok, "no-such-template")
+    assert load_student_tokenizer(f"local:{qwen25}", "phi3").agentkd_template_source == "trl:phi3_training.jinja"
+    with pytest.raises(MaskError, match="not a local model"):
+        load_student_tokenizer("local:/no/such/model")
 
 
 # ---------------------------------------------------------------------------------------------------------------
