@@ -77,7 +77,10 @@ def end_of_turn_pattern(tokenizer) -> re.Pattern:
     added = sorted(tokenizer.get_added_vocab(), key=len, reverse=True)
     probe = [{"role": "system", "content": "agentkd-probe-s"}, {"role": "user", "content": "agentkd-probe-u"},
              {"role": "assistant", "content": "agentkd-probe-a"}, {"role": "user", "content": "agentkd-probe-v"}]
-    text = tokenizer.apply_chat_template(probe, tokenize=False)
+    try:
+        text = tokenizer.apply_chat_template(probe, tokenize=False)
+    except Exception:  # templates that refuse a system message (Gemma 1/2)
+        text = tokenizer.apply_chat_template(probe[1:], tokenize=False)
     eot = {tokenizer.eos_token} if tokenizer.eos_token else set()
     for marker in ("agentkd-probe-s", "agentkd-probe-u", "agentkd-probe-v"):
         at = text.find(marker)
