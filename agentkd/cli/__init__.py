@@ -17,6 +17,7 @@ from agentkd.cli import recipe as _recipe
 from agentkd.cli import sandbox as _sandbox
 from agentkd.cli import serve as _serve
 from agentkd.cli import tasks as _tasks
+from agentkd.cli import view as _view
 
 app = typer.Typer(
     name="agentkd",
@@ -32,6 +33,7 @@ app.add_typer(_sandbox.app, name="sandbox")
 app.add_typer(_tasks.app, name="tasks")
 app.command("serve")(_serve.serve)
 app.command("collect")(_collect.collect)
+app.command("view")(_view.view)
 
 
 @app.callback(invoke_without_command=True)
