@@ -29,14 +29,14 @@ def _cut(value: Any, limit: int = MAX_CHARS) -> Any:
     return value
 
 
-def _finite(value: Any) -> Any:
+def finite(value: Any) -> Any:
     """JSON without NaN/Infinity (JSON.parse rejects them): non-finite floats become strings."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
+        return {str(k): finite(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [finite(v) for v in value]
     return value
 
 
@@ -189,8 +189,8 @@ def load_run(run_dir: str | os.PathLike, *, dataset: str | os.PathLike | None = 
         except ValueError:
             summary = None
     config = (run / "config.yaml").read_text(errors="replace") if (run / "config.yaml").is_file() else None
-    return _finite({
+    return {
         "run": str(run), "dataset": str(dataset) if dataset is not None else None,
         "has_scores": bool(scores), "has_decisions": bool(decisions),
         "summary": summary, "config": _cut(config), "prompts": prompts.items, "trajectories": trajs,
-    })
+    }

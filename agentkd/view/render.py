@@ -13,7 +13,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from agentkd.view.load import load_run
+from agentkd.view.load import finite, load_run
 
 _PLACEHOLDER = "__AGENTKD_VIEW_DATA__"
 
@@ -21,7 +21,10 @@ _PLACEHOLDER = "__AGENTKD_VIEW_DATA__"
 def embed_json(data: object) -> str:
     """JSON safe inside a `<script>` element: `<`, `>`, `&` and the JS line separators as \\u escapes (they
     only occur inside JSON strings, where the escape means the same character)."""
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    try:
+        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except ValueError:  # NaN / Infinity somewhere (a metric): JSON.parse rejects them, so they become strings
+        text = json.dumps(finite(data), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"),
                     ("\u2029", "\\u2029")):
         text = text.replace(ch, esc)
