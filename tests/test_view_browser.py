@@ -144,7 +144,7 @@ def test_page_browses_filters_searches_and_opens_steps(browser, tmp_path):
     assert step.find_element("css selector", "pre.err").text == "SyntaxError: " + HOSTILE
     assert browser.execute_script("return window.__pwned") is None
     assert len(browser.find_elements("css selector", "script")) == 2
-    assert browser.find_elements("css selector", "img") == []
+    assert browser.find_elements("css selector", "img, #detail b, #list b") == []
     with pytest.raises(NoAlertPresentException):
         _ = browser.switch_to.alert.text
     assert _errors(browser) == []

@@ -9,7 +9,8 @@ from pathlib import Path
 from agentkd.core.jsonl import JsonlStore
 from agentkd.core.types import Provenance, Step, Task, Trajectory
 
-HOSTILE = "<script>window.__pwned = 1; alert(1)</script><img src=x onerror=\"window.__pwned = 2\"></script>"
+HOSTILE = ("<script>window.__pwned = 1; alert(1)</script><img src=x onerror=\"window.__pwned = 2\"></script >"
+           "<!-- <b>bold</b>")
 
 
 def _traj(i: int, *, domain: str, source: str, question: str, answer, final, steps: list[Step],
