@@ -88,6 +88,8 @@ def test_page_embeds_the_run_and_loads_nothing_from_the_network(tmp_path):
     # a metric that is not a number JSON knows must not break the page
     with (run / "scores.jsonl").open("a") as f:
         f.write('{"key": ["gsm8k/q4", 0], "correct": null, "metrics": {"f1": NaN}, "scorer": "x"}\n')
+    with (run / "trajectories.jsonl").open("a") as f:  # a lone surrogate (possible in model output) is no crash
+        f.write(json.dumps({"task": {"id": "sur", "question": "bad \ud800 char"}, "steps": []}) + "\n")
     path = render_run(run)
     assert path == run / "view.html"
     html = path.read_text()
@@ -98,6 +100,7 @@ def test_page_embeds_the_run_and_loads_nothing_from_the_network(tmp_path):
     data = json.loads(data_tags[0])
     assert _by_key(data)["hotpotqa/q2"]["steps"][0]["thought"] == "hostile thought " + HOSTILE
     assert _by_key(data)["gsm8k/q4"]["score"]["metrics"] == {"f1": "nan"}
+    assert _by_key(data)["sur"]["question"] == "bad ? char"
     assert not [u for u in page.urls if not u.startswith(("data:", "#"))], page.urls
     assert not re.search(r"https?://", html.split('id="agentkd-data"')[0] + html.rsplit("</script>", 2)[1])
     assert "default-src 'none'" in html  # CSP: the page may not fetch anything
