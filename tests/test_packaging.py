@@ -270,7 +270,7 @@ def test_wheel_installs_and_collects_from_any_directory(tmp_path):
     assert {"agentkd/suites/quickstart-train.yaml", "agentkd/suites/quickstart/train.jsonl",
             "agentkd/suites/quickstart/test.jsonl", "agentkd/suites/quickstart/LICENSE",
             "agentkd/suites/quickstart/README.md", "agentkd/agent/prompts/codeact_teacher.yaml",
-            "agentkd/sandbox/image/build-image.sh", "agentkd/suites/hotpotqa.yaml"} <= names
+            "agentkd/sandbox/image/build-image.sh", "agentkd/suites/hotpotqa.yaml", "agentkd/view/page.html"} <= names
 
     # a fresh venv with the wheel installed (not editable); third-party deps come from this environment's
     # site-packages through a .pth line (.pth files inside that folder are not processed, so this
@@ -327,4 +327,6 @@ def test_wheel_installs_and_collects_from_any_directory(tmp_path):
         assert r["status"] == "ok" and r["final_answer"] == answer_for(r["task"]["question"])
         assert r["task"]["source"] == "quickstart-train" and "web_search" in r["provenance"]["tools"]
     assert n_requests >= 3 * len(tasks)  # FTP pass, a code action, final_answer: per task
+    viewed = run(str(venv / "bin" / "agentkd"), "view", "run")  # its page template ships in the wheel
+    assert viewed.returncode == 0 and (work / "run" / "view.html").is_file(), viewed.stderr
     print(f"wheel build + install + suites + collect: {time.monotonic() - t0:.1f} s")

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 EXTRAS=${EXTRAS:-all,dev}
-APT_PACKAGES=${APT_PACKAGES:-"bubblewrap docker.io debootstrap"}
+APT_PACKAGES=${APT_PACKAGES:-"bubblewrap docker.io debootstrap chromium chromium-driver"}
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 

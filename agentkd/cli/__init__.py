@@ -18,6 +18,7 @@ from agentkd.cli import recipe as _recipe
 from agentkd.cli import sandbox as _sandbox
 from agentkd.cli import serve as _serve
 from agentkd.cli import tasks as _tasks
+from agentkd.cli import view as _view
 
 app = typer.Typer(
     name="agentkd",
@@ -34,6 +35,7 @@ app.add_typer(_tasks.app, name="tasks")
 app.command("serve")(_serve.serve)
 app.command("collect")(_collect.collect)
 app.command("check-masks")(_masks.check_masks_cmd)  # moves to `agentkd curate check-masks` at the merge
+app.command("view")(_view.view)
 
 
 @app.callback(invoke_without_command=True)
