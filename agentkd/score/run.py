@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 
 from agentkd.core.config import ConfigError
 from agentkd.core.types import SCHEMA_VERSION
-from agentkd.score.base import DOMAIN_SCORERS, Scorer, ScoreResult, get_scorer, suite_scorer, unscorable
+from agentkd.score.base import Scorer, ScoreResult, get_scorer, scorer_name, suite_scorer, unscorable
 from agentkd.score.config import JudgeConfig
 from agentkd.score.store import Key, ScoreWriter, read_score_records, score_line, scores_path
 
@@ -151,9 +151,9 @@ class _Scorers:
 def score_record(obj: dict[str, Any], scorer: Scorer) -> ScoreResult:
     """Score one trajectory given as the dict of its JSON line."""
     t = obj["task"]
-    name = scorer.name if scorer.name != "by_domain" else DOMAIN_SCORERS.get(t.get("domain", "factual"), "qa_em_f1")
     if obj.get("status") == "error":
-        return unscorable(f"infrastructure error: {obj.get('status_reason') or 'episode failed'}", name)
+        return unscorable(f"infrastructure error: {obj.get('status_reason') or 'episode failed'}",
+                          scorer_name(scorer, t.get("domain", "factual")))
     return scorer.score(obj.get("final_answer"), TaskView(t))  # type: ignore[arg-type]
 
 
