@@ -107,7 +107,7 @@ def test_fast_line_decoding_agrees_with_json(tmp_path):
     when the layout is not agentkd's (keys reordered, final_answer keys nested after the real one)."""
     lines = [traj("a", "x", {"nested": {"final_answer": 3}}).encode(), traj("b", "x", 'say ,"final_answer": 1').encode()]
     tricky = json.loads(lines[0])
-    tricky["provenance"]["extra"] = {"final_answer": "decoy", "k": [1, {"final_answer": 2}]}
+    tricky["provenance"]["extra"] = {"k": [1, {"x": 0, "final_answer": 2}], "a": 1, "final_answer": "decoy"}
     lines.append(json.dumps(tricky, separators=(",", ":")).encode())
     lines.append(json.dumps(dict(reversed(list(tricky.items())))).encode())  # another writer's key order
     for raw in lines:

@@ -124,6 +124,19 @@ def test_judge_scores_are_stored_with_model_and_prompt_hash_and_cached(tmp_path)
         s = score_run(run, judge=judge_cfg(srv), progress=False)
         assert (s.scored_new, s.judged_new, len(srv.requests)) == (6, 4, 4)
         assert read_scores(run)[("hotpotqa/q0", 0)].judge["explanation"] == "JFK is an alias of John F. Kennedy."
+        # another judge model: its verdicts are asked for and stored, under its name
+        other = judge_cfg(srv).model_copy(update={"model": ModelConfig(model="openai/judge-2", api_base=srv.url)})
+        s = score_run(run, judge=other, progress=False)
+        assert (s.scored_new, s.judged_new, len(srv.requests)) == (0, 4, 8)
+        assert read_scores(run)[("hotpotqa/q0", 0)].judge["model"] == "openai/judge-2"
+        # another prompt file (here: the same text plus a comment, so the requests are the cached ones)
+        ref = resources.files("agentkd.score").joinpath("prompts").joinpath("judge.yaml")
+        (run / "my_judge.yaml").write_bytes(ref.read_bytes() + b"# my copy\n")
+        mine = other.model_copy(update={"prompt": str(run / "my_judge.yaml")})
+        s = score_run(run, judge=mine, progress=False)
+        assert (s.judged_new, len(srv.requests)) == (4, 8)
+        assert read_scores(run)[("hotpotqa/q0", 0)].judge["prompt_hash"] == load_prompt(run / "my_judge.yaml").hash
+        assert load_prompt(run / "my_judge.yaml").hash != load_prompt().hash
 
 
 def test_judge_added_to_already_scored_run_and_malformed_replies(tmp_path):
