@@ -167,6 +167,19 @@ def test_server_errors_are_retried_by_the_client_stack(tmp_path):
         assert s.judged_new == 4 and s.metrics["judge"]["n"] == 4  # ...and every verdict arrived
 
 
+def test_judge_budget_stops_the_run_and_keeps_what_was_judged(tmp_path):
+    run = make_run(tmp_path, ["JFK", "Richard Nixon", "either Kennedy or Johnson", "Lyndon Johnson"])
+    with JudgeStandin(scripted) as srv:  # 50 prompt tokens at $1000/M = $0.05 a call; budget $0.08
+        cfg = judge_cfg(srv, max_concurrency=1, budget_usd=0.08, price_in_per_mtok=1000.0)
+        s = score_run(run, judge=cfg, progress=False)
+        assert (s.stopped, s.judged_new, len(srv.requests)) == ("budget", 2, 2)
+        assert sum(r.judge is not None for r in read_scores(run).values()) == 2
+        # a larger budget: the rest is judged, what was paid for is not asked again
+        cfg = judge_cfg(srv, max_concurrency=1, budget_usd=1.0, price_in_per_mtok=1000.0)
+        s = score_run(run, judge=cfg, progress=False)
+        assert (s.stopped, s.judged_new, len(srv.requests)) == (None, 2, 4)
+
+
 def test_cli_judge_flag(tmp_path):
     run = make_run(tmp_path, ["JFK"])
     with JudgeStandin(scripted) as srv:
