@@ -75,7 +75,10 @@ def test_score_cli_writes_sidecar_leaves_trajectories_alone_and_resumes(tmp_path
     out = agentkd("score", str(run), "-q")
     assert out.returncode == 0 and "0 scored now, 6 already scored" in out.stderr
     assert (run / "scores.jsonl").read_bytes() == sidecar and (run / "trajectories.jsonl").read_bytes() == before
-    # a new trajectory appended by a resumed collection: only it is scored
+    # a new trajectory appended by a resumed collection: only it is scored (a foreign line in the
+    # sidecar is skipped too)
+    with open(run / "scores.jsonl", "a") as f:
+        f.write('{"key": "nonsense"}\n')
     with open(run / "trajectories.jsonl", "a") as f:
         f.write("\n" + traj("f3", "Paris", "Paris, France"))
     s = score_run(run, progress=False)
