@@ -47,6 +47,7 @@ def warm_worker():
     ("1,234,567", "1234567"),
     ("1234.57", 1234.5678),  # rounded to its own decimals
     (9435680550, [9435680550.0]),
+    ([-2, 1], "1,-2"),  # final_answer([...]) of a Python list
 ])
 def test_equivalent(pred, gold):
     assert is_equiv(pred, gold)

@@ -78,6 +78,8 @@ def _clean(s: str) -> str:
 def _as_text(value: Any) -> str:
     if isinstance(value, float):
         return str(int(value)) if value.is_integer() and abs(value) < 1e16 else repr(value)
+    if isinstance(value, (list, tuple)):  # final_answer([1, -2]): the set/tuple as written in LaTeX answers
+        return ", ".join(_as_text(v) for v in value)
     return "" if value is None else str(value)
 
 
