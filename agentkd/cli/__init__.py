@@ -16,6 +16,7 @@ from agentkd.cli import masks as _masks
 from agentkd.cli import models as _models
 from agentkd.cli import recipe as _recipe
 from agentkd.cli import sandbox as _sandbox
+from agentkd.cli import score as _score
 from agentkd.cli import serve as _serve
 from agentkd.cli import tasks as _tasks
 from agentkd.cli import view as _view
@@ -36,6 +37,7 @@ app.command("serve")(_serve.serve)
 app.command("collect")(_collect.collect)
 app.command("check-masks")(_masks.check_masks_cmd)  # moves to `agentkd curate check-masks` at the merge
 app.command("view")(_view.view)
+app.command("score")(_score.score)
 
 
 @app.callback(invoke_without_command=True)
