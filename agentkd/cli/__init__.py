@@ -11,6 +11,7 @@ import sys
 import typer
 
 from agentkd.cli import collect as _collect
+from agentkd.cli import curate as _curate
 from agentkd.cli import index as _index
 from agentkd.cli import models as _models
 from agentkd.cli import recipe as _recipe
@@ -25,6 +26,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(_curate.app, name="curate")
 app.add_typer(_index.app, name="index")
 app.add_typer(_models.app, name="models")
 app.add_typer(_recipe.app, name="recipe")
