@@ -122,7 +122,7 @@ class ExportWriter:
             name = {"sharegpt": f"sharegpt{suffix}.json", "axolotl": f"axolotl{suffix}.jsonl",
                     "trl": f"trl{suffix}.jsonl"}[fmt]
             self.files[fmt] = folder / name
-            self._fh[fmt] = open(folder / name, "w", encoding="utf-8")
+            self._fh[fmt] = open(folder / name, "w", encoding="utf-8")  # noqa: SIM115 (closed in close())
         if "sharegpt" in self._fh:
             self._fh["sharegpt"].write("[")
 

@@ -213,14 +213,13 @@ def _row(traj: Trajectory, msgs: list[dict[str, str]], score: float, run: RunInf
 def _write(cfg: CurateConfig, runs: list[RunInfo], sel: _Selection, val: set[str], tmp: Path) -> dict[str, Any]:
     from datasets import DatasetDict
 
-    from agentkd.curate.export import (PAIR_COLUMNS, SFT_COLUMNS, ArrowSplitWriter, ExportWriter,
-                                       llamafactory_info)
+    from agentkd.curate import export as ex
 
     scratch = tmp / "_arrow"
     scratch.mkdir(parents=True)
-    sft = {s: ArrowSplitWriter(scratch / f"{s}.arrow", SFT_COLUMNS) for s in ("train", "validation", "rejected")}
-    pairs = {s: ArrowSplitWriter(scratch / f"pairs-{s}.arrow", PAIR_COLUMNS) for s in ("train", "validation")}
-    exports = {s: ExportWriter(tmp / "exports", cfg.exports, suffix="" if s == "train" else "_validation")
+    sft = {s: ex.ArrowSplitWriter(scratch / f"{s}.arrow", ex.SFT_COLUMNS) for s in ("train", "validation", "rejected")}
+    pairs = {s: ex.ArrowSplitWriter(scratch / f"pairs-{s}.arrow", ex.PAIR_COLUMNS) for s in ("train", "validation")}
+    exports = {s: ex.ExportWriter(tmp / "exports", cfg.exports, suffix="" if s == "train" else "_validation")
                for s in ("train", "validation")} if cfg.exports else {}
     renders = [_renderer(cfg, r) for r in runs]
     tasks: dict[str, set[str]] = {"train": set(), "validation": set()}
@@ -252,7 +251,7 @@ def _write(cfg: CurateConfig, runs: list[RunInfo], sel: _Selection, val: set[str
     if "sharegpt" in cfg.exports:
         import json
 
-        info = llamafactory_info({"agentkd_train": "sharegpt.json", "agentkd_validation": "sharegpt_validation.json"})
+        info = ex.llamafactory_info({"agentkd_train": "sharegpt.json", "agentkd_validation": "sharegpt_validation.json"})
         (tmp / "exports" / "dataset_info.json").write_text(json.dumps(info, indent=2) + "\n")
     DatasetDict({s: w.dataset() for s, w in sft.items()}).save_to_disk(str(tmp))
     DatasetDict({s: w.dataset() for s, w in pairs.items()}).save_to_disk(str(tmp / "pairs"))
