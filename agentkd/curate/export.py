@@ -77,6 +77,8 @@ class ArrowSplitWriter:
     def dataset(self) -> Any:
         from datasets import Dataset, DatasetInfo
 
+        if not self.count:
+            return Dataset.from_dict({k: [] for k in self.features}, features=self.features)
         return Dataset.from_file(str(self.path), info=DatasetInfo(features=self.features))
 
 

@@ -38,7 +38,7 @@ Ref = tuple[int, int, int]  # (run index, byte offset, byte length)
 class CurateResult:
     out: Path
     card: dict[str, Any]
-    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase: score, filter, dedupe, export
+    timings: dict[str, Any] = field(default_factory=dict)  # seconds per phase (score, filter, dedupe, export; score_runs)
 
     @property
     def trajectories(self) -> int:
@@ -163,9 +163,15 @@ def _renderer(cfg: CurateConfig, run: RunInfo):
     """traj → student messages, with this run's tool listing and step limit."""
     max_steps = cfg.max_steps or run.max_steps or DEFAULT_MAX_STEPS
 
+    texts: dict[tuple[str, ...], str] = {}
+
     def render(traj: Trajectory) -> list[dict[str, str]]:
-        names = list(traj.provenance.tools) or ["final_answer"]
-        text = cfg.tools_text if cfg.tools_text is not None else tools_text_for(names, run.tools)
+        names = tuple(traj.provenance.tools) or ("final_answer",)
+        text = cfg.tools_text
+        if text is None:
+            text = texts.get(names)
+            if text is None:
+                text = texts[names] = tools_text_for(names, run.tools)
         return student_messages(traj, prompt=cfg.prompt, tools_text=text, max_steps=max_steps)
 
     return render
@@ -253,8 +259,10 @@ def _write(cfg: CurateConfig, runs: list[RunInfo], sel: _Selection, val: set[str
 
         info = ex.llamafactory_info({"agentkd_train": "sharegpt.json", "agentkd_validation": "sharegpt_validation.json"})
         (tmp / "exports" / "dataset_info.json").write_text(json.dumps(info, indent=2) + "\n")
-    DatasetDict({s: w.dataset() for s, w in sft.items()}).save_to_disk(str(tmp))
-    DatasetDict({s: w.dataset() for s, w in pairs.items()}).save_to_disk(str(tmp / "pairs"))
+    for folder, writers in ((tmp, sft), (tmp / "pairs", pairs)):
+        # an empty split needs num_shards=1: with none, save_to_disk writes no shard and it would not load
+        DatasetDict({s: w.dataset() for s, w in writers.items()}).save_to_disk(
+            str(folder), num_shards={s: 1 for s, w in writers.items() if not w.count})
     shutil.rmtree(scratch)
     h = hashlib.sha256()
     for name, w in (*sft.items(), *((f"pairs/{s}", w) for s, w in pairs.items())):
@@ -321,13 +329,22 @@ def curate(cfg: CurateConfig, out: str | os.PathLike | None = None, *, progress:
     if dest.exists() and not cfg.overwrite:
         raise CurateError(f"{dest}: already exists; pass --overwrite (curate.overwrite: true) to replace it")
     runs = [open_run(r) for r in cfg.runs]
-    timings: dict[str, float] = {}
+    timings: dict[str, Any] = {}
     t0 = time.perf_counter()
-    scores = [_scores(r, cfg) for r in runs]
+    scores, per_run = [], []
+    for r in runs:
+        t1 = time.perf_counter()
+        scores.append(_scores(r, cfg))
+        per_run.append(time.perf_counter() - t1)
     timings["score"] = time.perf_counter() - t0
+    timings["score_runs"] = per_run  # type: ignore[assignment]
 
     t0 = time.perf_counter()
+    import datasets  # noqa: F401  (one-off imports and the tokenizer load are timed as setup, not as a phase)
+
     counter = TokenCounter(cfg.student) if cfg.student else None
+    timings["setup"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     sel = select(cfg, runs, scores, counter)
     bad = [b for r in runs for b in r.bad]
     if bad and cfg.on_bad_line == "error":
