@@ -340,10 +340,8 @@ def curate(cfg: CurateConfig, out: str | os.PathLike | None = None, *, progress:
     timings["score_runs"] = per_run  # type: ignore[assignment]
 
     t0 = time.perf_counter()
-    import datasets  # noqa: F401  (one-off imports and the tokenizer load are timed as setup, not as a phase)
-
     counter = TokenCounter(cfg.student) if cfg.student else None
-    timings["setup"] = time.perf_counter() - t0
+    timings["setup"] = time.perf_counter() - t0  # one-off loads (tokenizer, datasets) are not a phase's work
     t0 = time.perf_counter()
     sel = select(cfg, runs, scores, counter)
     bad = [b for r in runs for b in r.bad]
@@ -356,6 +354,10 @@ def curate(cfg: CurateConfig, out: str | os.PathLike | None = None, *, progress:
     timings["dedupe"] = sel.dedupe_s
     timings["filter"] = time.perf_counter() - t0 - sel.dedupe_s
 
+    t0 = time.perf_counter()
+    import datasets  # noqa: F401
+
+    timings["setup"] += time.perf_counter() - t0
     t0 = time.perf_counter()
     val = split_tasks({key for _, key, _ in sel.sft}, cfg.validation_fraction, cfg.seed)
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -114,6 +114,7 @@ def main() -> None:
         for i, (domain, count) in enumerate((d, c) for d, c in sizes.items() if c):
             sec = res.timings["score_runs"][i]
             print(f"  score {domain:<8} {count / sec:>9.0f} traj/s  ({sec:.2f} s)")
+        print(f"  setup (tokenizer load, imports) {res.timings['setup']:.2f} s")
         for phase in ("score", "filter", "dedupe", "export"):
             sec = res.timings[phase]
             print(f"  {phase:<14} {n / sec if sec else float('inf'):>9.0f} traj/s  ({sec:.2f} s)")
