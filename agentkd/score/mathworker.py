@@ -78,6 +78,12 @@ class MathVerifyWorker:
         self.restarts = 0
 
     def _start(self) -> subprocess.Popen:
+        import importlib.util
+
+        if importlib.util.find_spec("math_verify") is None:
+            from agentkd.core.config import ConfigError
+
+            raise ConfigError("math-verify is not installed: pip install 'agentkd[score]'", path="scorer math_equiv")
         root = str(Path(__file__).resolve().parents[2])  # so the child imports this same agentkd
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
         return subprocess.Popen([sys.executable, "-m", "agentkd.score.mathworker"], stdin=subprocess.PIPE,
@@ -99,8 +105,9 @@ class MathVerifyWorker:
                 return False, "error: math-verify worker died"
             line = self._readline(proc, timeout_s + GRACE_S + (start_wait_s if fresh else 0.0))
             if line is None:
+                code = proc.poll()
                 self._kill()
-                return False, "timeout"
+                return False, "timeout" if code is None else f"error: math-verify worker exited ({code})"
             reply = json.loads(line)
             return bool(reply["eq"]), reply.get("err")
 
