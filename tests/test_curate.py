@@ -319,8 +319,12 @@ def test_unknown_schema_version_is_an_error(tmp_path):
     t = make_traj("a").model_dump(mode="json")
     t["schema_version"] = 99
     (run / "trajectories.jsonl").write_text(_lines([make_traj("b")])[0] + json.dumps(t) + "\n")
-    with pytest.raises(CurateError, match=r"trajectories.jsonl:2: trajectory schema_version 99"):
-        curate(CurateConfig(runs=[str(run)], student=None), tmp_path / "ds")
+    from agentkd.core.errors import AgentkdError
+
+    for score in (True, False):  # found by score_run, or by curate's own reader
+        with pytest.raises(AgentkdError, match=r"trajectories.jsonl(:|: line )2: .*schema_version 99") as e:
+            curate(CurateConfig(runs=[str(run)], student=None, score=score), tmp_path / "ds")
+        assert e.value.exit_code == 2
 
 
 def test_a_crash_mid_write_leaves_no_dataset_and_keeps_the_old_one(tmp_path, monkeypatch):

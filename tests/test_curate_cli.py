@@ -65,7 +65,7 @@ def test_bad_inputs_exit_2_with_one_line_and_nothing_written(tmp_path):
         "nogold": make_traj("c", answer=None).model_dump_json() + "\n",
     }
     expect = {"torn": "trajectories.jsonl:2: torn line", "foreign": "trajectories.jsonl:2: not a trajectory",
-              "schema": "trajectories.jsonl:2: trajectory schema_version 7",
+              "schema": "trajectory schema_version 7",
               "nogold": "no trajectory passed the filters (1 read: unscorable 1)"}
     for name, text in cases.items():
         run = write_run(tmp_path / f"run-{name}", [])
@@ -75,6 +75,7 @@ def test_bad_inputs_exit_2_with_one_line_and_nothing_written(tmp_path):
         assert r.returncode == 2, (name, r.stderr)
         lines = r.stderr.strip().splitlines()
         assert len([x for x in lines if x.startswith("error:")]) == 1 and expect[name] in lines[-1], (name, lines)
+        assert str(run / "trajectories.jsonl") in lines[-1] or name == "nogold"
         assert snapshot(run) == before
         assert not [p for p in tmp_path.iterdir() if p.name.startswith(f"ds-{name}")]
 
