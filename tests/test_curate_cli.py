@@ -83,3 +83,26 @@ def test_bad_inputs_exit_2_with_one_line_and_nothing_written(tmp_path):
     assert r.returncode == 2 and "nowhere: not found" in r.stderr
     r = cli(tmp_path / "run-torn", "--out", tmp_path / "ds-x", "--set", "curate.bogus=1")
     assert r.returncode == 2 and "bogus" in r.stderr
+
+
+def test_curate_group_routes_runs_to_the_default_command_and_names_to_siblings():
+    import typer
+    from typer.testing import CliRunner
+
+    from agentkd.cli.curate import _DefaultGroup
+
+    app = typer.Typer(cls=_DefaultGroup)
+    seen = []
+
+    @app.command("run")
+    def run_(runs: list[str], out: str = typer.Option(..., "--out")) -> None:
+        seen.append(("run", runs, out))
+
+    @app.command("check-masks")
+    def check(dataset: str) -> None:
+        seen.append(("check-masks", dataset))
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["runs/a", "runs/b", "--out", "ds"]).exit_code == 0
+    assert runner.invoke(app, ["check-masks", "ds"]).exit_code == 0
+    assert seen == [("run", ["runs/a", "runs/b"], "ds"), ("check-masks", "ds")]

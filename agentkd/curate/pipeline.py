@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -20,6 +21,7 @@ import shutil
 import time
 from array import array
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,37 @@ from agentkd.curate.render import DEFAULT_MAX_STEPS, student_messages, tools_tex
 
 log = logging.getLogger(__name__)
 Ref = tuple[int, int, int]  # (run index, byte offset, byte length)
+
+
+class _Clock:
+    """Wall and CPU seconds per phase (CPU time says what a phase costs when other processes share the cores)."""
+
+    def __init__(self) -> None:
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+        self._t: dict[str, tuple[float, float]] = {}
+
+    def start(self, name: str) -> None:
+        self._t[name] = (time.perf_counter(), time.process_time())
+
+    def stop(self, name: str) -> None:
+        w, c = self._t.pop(name)
+        self.wall[name] = self.wall.get(name, 0.0) + time.perf_counter() - w
+        self.cpu[name] = self.cpu.get(name, 0.0) + time.process_time() - c
+
+    def move(self, src: str, dst: str, wall: float, cpu: float) -> None:
+        self.wall[src] -= wall
+        self.cpu[src] -= cpu
+        self.wall[dst] = self.wall.get(dst, 0.0) + wall
+        self.cpu[dst] = self.cpu.get(dst, 0.0) + cpu
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        self.start(name)
+        try:
+            yield
+        finally:
+            self.stop(name)
 
 
 @dataclass
@@ -89,6 +122,7 @@ class _Selection:
         self.cost_input = 0.0
         self.cost_kept = 0.0
         self.dedupe_s = 0.0
+        self.dedupe_cpu = 0.0
         self.exact = ExactDeduper() if cfg.dedupe else None
         self.near = NearDeduper(cfg.near_dup_threshold) if cfg.near_dup_threshold else None
         self._batch: list[tuple[Ref, Trajectory, str, float, list[dict[str, str]]]] = []
@@ -133,7 +167,7 @@ class _Selection:
                 self.removed["length_cap"] += 1
                 continue
             if self.exact or self.near:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 from agentkd.curate.dedupe import actions
 
                 codes = actions(traj)
@@ -141,6 +175,7 @@ class _Selection:
                 if dup is None and self.near and self.near.seen(codes):
                     dup = "near_duplicate"
                 self.dedupe_s += time.perf_counter() - t0
+                self.dedupe_cpu += time.process_time() - c0
                 if dup:
                     self.removed[dup] += 1
                     continue
@@ -329,21 +364,18 @@ def curate(cfg: CurateConfig, out: str | os.PathLike | None = None, *, progress:
     if dest.exists() and not cfg.overwrite:
         raise CurateError(f"{dest}: already exists; pass --overwrite (curate.overwrite: true) to replace it")
     runs = [open_run(r) for r in cfg.runs]
-    timings: dict[str, Any] = {}
-    t0 = time.perf_counter()
+    clock = _Clock()
     scores, per_run = [], []
-    for r in runs:
-        t1 = time.perf_counter()
-        scores.append(_scores(r, cfg))
-        per_run.append(time.perf_counter() - t1)
-    timings["score"] = time.perf_counter() - t0
-    timings["score_runs"] = per_run  # type: ignore[assignment]
-
-    t0 = time.perf_counter()
-    counter = TokenCounter(cfg.student) if cfg.student else None
-    timings["setup"] = time.perf_counter() - t0  # one-off loads (tokenizer, datasets) are not a phase's work
-    t0 = time.perf_counter()
-    sel = select(cfg, runs, scores, counter)
+    with clock("score"):
+        for r in runs:
+            t1 = time.perf_counter()
+            scores.append(_scores(r, cfg))
+            per_run.append(time.perf_counter() - t1)
+    with clock("setup"):  # one-off loads (the tokenizer, later datasets) are no phase's work
+        counter = TokenCounter(cfg.student) if cfg.student else None
+    with clock("filter"):
+        sel = select(cfg, runs, scores, counter)
+    clock.move("filter", "dedupe", sel.dedupe_s, sel.dedupe_cpu)
     bad = [b for r in runs for b in r.bad]
     if bad and cfg.on_bad_line == "error":
         more = f" (+{len(bad) - 1} more bad lines)" if len(bad) > 1 else ""
@@ -351,14 +383,10 @@ def curate(cfg: CurateConfig, out: str | os.PathLike | None = None, *, progress:
     if not sel.sft:
         raise CurateError(f"no trajectory passed the filters ({sel.inputs} read: "
                           + ", ".join(f"{k} {v}" for k, v in sel.removed.items() if v) + "); nothing written")
-    timings["dedupe"] = sel.dedupe_s
-    timings["filter"] = time.perf_counter() - t0 - sel.dedupe_s
+    with clock("setup"):
+        import datasets  # noqa: F401
 
-    t0 = time.perf_counter()
-    import datasets  # noqa: F401
-
-    timings["setup"] += time.perf_counter() - t0
-    t0 = time.perf_counter()
+    clock.start("export")
     val = split_tasks({key for _, key, _ in sel.sft}, cfg.validation_fraction, cfg.seed)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
@@ -381,10 +409,10 @@ def curate(cfg: CurateConfig, out: str | os.PathLike | None = None, *, progress:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    timings["export"] = time.perf_counter() - t0
+    clock.stop("export")
     if cfg.push_to_hub:
         push(dest, cfg.push_to_hub, private=cfg.hub_private)
-    return CurateResult(out=dest, card=card, timings=timings)
+    return CurateResult(out=dest, card=card, timings={**clock.wall, "score_runs": per_run, "cpu": clock.cpu})
 
 
 class HubError(CurateError):

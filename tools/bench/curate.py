@@ -7,7 +7,8 @@ Generates `n` synthetic trajectories (3 steps each: two code actions with observ
 final_answer; a mix of correct, incorrect, duplicate and no-gold ones), the factual ones in run folder
 `factual/` and the math ones in `math/` of a temp folder, then runs `agentkd.curate.curate` on both and prints
 trajectories/s per phase (each phase's rate = input trajectories / its seconds; score is also given per
-domain) and the peak RSS of this process (resource.getrusage). Targets: factual scoring and export
+domain), in wall-clock time and in CPU time of this process (what a phase costs when other processes share
+the cores), and the peak RSS of this process (resource.getrusage). Targets: factual scoring and export
 ≥ 2,000 trajectories/s, peak RSS ≤ 1 GiB. The length cap uses the student tokenizer (embedded SmolLM2).
 """
 
@@ -110,15 +111,20 @@ def main() -> None:
         total = time.perf_counter() - t0
         n = res.trajectories
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-        print(f"generated {n} trajectories ({sizes}) in {gen_s:.1f} s")
+        cpu = res.timings["cpu"]
+        print(f"generated {n} trajectories ({sizes}) in {gen_s:.1f} s; load average {os.getloadavg()[0]:.1f} "
+              f"on {os.cpu_count()} cores")
+        print(f"  {'phase':<16} {'traj/s (wall)':>14} {'traj/s (CPU)':>13}   seconds wall / CPU")
         for i, (domain, count) in enumerate((d, c) for d, c in sizes.items() if c):
             sec = res.timings["score_runs"][i]
-            print(f"  score {domain:<8} {count / sec:>9.0f} traj/s  ({sec:.2f} s)")
-        print(f"  setup (tokenizer load, imports) {res.timings['setup']:.2f} s")
+            print(f"  score {domain:<10} {count / sec:>14.0f} {'':>13}   {sec:.2f}")
         for phase in ("score", "filter", "dedupe", "export"):
-            sec = res.timings[phase]
-            print(f"  {phase:<14} {n / sec if sec else float('inf'):>9.0f} traj/s  ({sec:.2f} s)")
-        print(f"  total          {n / total:>9.0f} traj/s  ({total:.2f} s)")
+            w, c = res.timings[phase], cpu[phase]
+            print(f"  {phase:<16} {n / w if w else float('inf'):>14.0f} {n / c if c else float('inf'):>13.0f}   "
+                  f"{w:.2f} / {c:.2f}")
+        print(f"  {'setup':<16} {'':>14} {'':>13}   {res.timings['setup']:.2f} / {cpu['setup']:.2f}  (tokenizer load, "
+              "imports)")
+        print(f"  {'total':<16} {n / total:>14.0f}")
         s = res.card["splits"]
         print(f"  kept: train {s['train']['rows']}, validation {s['validation']['rows']}, rejected "
               f"{s['rejected']['rows']}, pairs {s['pairs/train']['rows']}+{s['pairs/validation']['rows']}; "
