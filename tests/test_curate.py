@@ -348,3 +348,16 @@ def test_a_crash_mid_write_leaves_no_dataset_and_keeps_the_old_one(tmp_path, mon
 
     with pytest.raises(CurateError, match="already exists"):
         curate(cfg.model_copy(update={"overwrite": False}), tmp_path / "ds")
+
+
+def test_user_turn_is_exactly_the_prompt_templates_rendering(tmp_path):
+    from agentkd.agent.prompts import render
+
+    t = make_traj("x")
+    t.task.question = "  Who wrote {{ x }}?\n Answer briefly.  "
+    assert student_messages(t)[1]["content"] == render("codeact_student", "user", question=t.task.question)
+    custom = tmp_path / "mine.yaml"
+    custom.write_text("system: |\n  Tools: {{ tools }}\nuser: |\n  Q: {{ question | upper }} ({{ question }})\n")
+    msgs = student_messages(t, prompt=str(custom), tools_text="T")
+    assert msgs[0]["content"] == "Tools: T"
+    assert msgs[1]["content"] == render(str(custom), "user", question=t.task.question)
