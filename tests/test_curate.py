@@ -361,3 +361,17 @@ def test_user_turn_is_exactly_the_prompt_templates_rendering(tmp_path):
     msgs = student_messages(t, prompt=str(custom), tools_text="T")
     assert msgs[0]["content"] == "Tools: T"
     assert msgs[1]["content"] == render(str(custom), "user", question=t.task.question)
+
+
+def test_push_to_hub_offline_is_one_clear_line_and_the_dataset_stays(tmp_path, monkeypatch):
+    from agentkd.curate.pipeline import HubError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as hc
+
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
+    with pytest.raises(HubError) as e:
+        run_curate(tmp_path, [make_traj("a"), make_traj("b")], push_to_hub="someone/agentkd-test")
+    assert e.value.exit_code == 4 and "\n" not in str(e.value)
+    assert "push_to_hub 'someone/agentkd-test' failed" in str(e.value) and "is complete" in str(e.value)
+    assert (tmp_path / "ds" / "card.json").exists()
