@@ -75,7 +75,10 @@ def test_score_cli_writes_sidecar_leaves_trajectories_alone_and_resumes(tmp_path
     out = agentkd("score", str(run), "-q")
     assert out.returncode == 0 and "0 scored now, 6 already scored" in out.stderr
     assert (run / "scores.jsonl").read_bytes() == sidecar and (run / "trajectories.jsonl").read_bytes() == before
-    # a new trajectory appended by a resumed collection: only it is scored
+    # a new trajectory appended by a resumed collection: only it is scored (a foreign line in the
+    # sidecar is skipped too)
+    with open(run / "scores.jsonl", "a") as f:
+        f.write('{"key": "nonsense"}\n')
     with open(run / "trajectories.jsonl", "a") as f:
         f.write("\n" + traj("f3", "Paris", "Paris, France"))
     s = score_run(run, progress=False)
@@ -107,7 +110,7 @@ def test_fast_line_decoding_agrees_with_json(tmp_path):
     when the layout is not agentkd's (keys reordered, final_answer keys nested after the real one)."""
     lines = [traj("a", "x", {"nested": {"final_answer": 3}}).encode(), traj("b", "x", 'say ,"final_answer": 1').encode()]
     tricky = json.loads(lines[0])
-    tricky["provenance"]["extra"] = {"final_answer": "decoy", "k": [1, {"final_answer": 2}]}
+    tricky["provenance"]["extra"] = {"k": [1, {"x": 0, "final_answer": 2}], "a": 1, "final_answer": "decoy"}
     lines.append(json.dumps(tricky, separators=(",", ":")).encode())
     lines.append(json.dumps(dict(reversed(list(tricky.items())))).encode())  # another writer's key order
     for raw in lines:

@@ -124,6 +124,19 @@ def test_judge_scores_are_stored_with_model_and_prompt_hash_and_cached(tmp_path)
         s = score_run(run, judge=judge_cfg(srv), progress=False)
         assert (s.scored_new, s.judged_new, len(srv.requests)) == (6, 4, 4)
         assert read_scores(run)[("hotpotqa/q0", 0)].judge["explanation"] == "JFK is an alias of John F. Kennedy."
+        # another judge model: its verdicts are asked for and stored, under its name
+        other = judge_cfg(srv).model_copy(update={"model": ModelConfig(model="openai/judge-2", api_base=srv.url)})
+        s = score_run(run, judge=other, progress=False)
+        assert (s.scored_new, s.judged_new, len(srv.requests)) == (0, 4, 8)
+        assert read_scores(run)[("hotpotqa/q0", 0)].judge["model"] == "openai/judge-2"
+        # another prompt file (here: the same text plus a comment, so the requests are the cached ones)
+        ref = resources.files("agentkd.score").joinpath("prompts").joinpath("judge.yaml")
+        (run / "my_judge.yaml").write_bytes(ref.read_bytes() + b"# my copy\n")
+        mine = other.model_copy(update={"prompt": str(run / "my_judge.yaml")})
+        s = score_run(run, judge=mine, progress=False)
+        assert (s.judged_new, len(srv.requests)) == (4, 8)
+        assert read_scores(run)[("hotpotqa/q0", 0)].judge["prompt_hash"] == load_prompt(run / "my_judge.yaml").hash
+        assert load_prompt(run / "my_judge.yaml").hash != load_prompt().hash
 
 
 def test_judge_added_to_already_scored_run_and_malformed_replies(tmp_path):
@@ -152,6 +165,19 @@ def test_server_errors_are_retried_by_the_client_stack(tmp_path):
         s = score_run(run, judge=judge_cfg(srv), progress=False)
         assert any(r["fault"] for r in srv.requests)  # some requests did fail...
         assert s.judged_new == 4 and s.metrics["judge"]["n"] == 4  # ...and every verdict arrived
+
+
+def test_judge_budget_stops_the_run_and_keeps_what_was_judged(tmp_path):
+    run = make_run(tmp_path, ["JFK", "Richard Nixon", "either Kennedy or Johnson", "Lyndon Johnson"])
+    with JudgeStandin(scripted) as srv:  # 50 prompt tokens at $1000/M = $0.05 a call; budget $0.08
+        cfg = judge_cfg(srv, max_concurrency=1, budget_usd=0.08, price_in_per_mtok=1000.0)
+        s = score_run(run, judge=cfg, progress=False)
+        assert (s.stopped, s.judged_new, len(srv.requests)) == ("budget", 2, 2)
+        assert sum(r.judge is not None for r in read_scores(run).values()) == 2
+        # a larger budget: the rest is judged, what was paid for is not asked again
+        cfg = judge_cfg(srv, max_concurrency=1, budget_usd=1.0, price_in_per_mtok=1000.0)
+        s = score_run(run, judge=cfg, progress=False)
+        assert (s.stopped, s.judged_new, len(srv.requests)) == (None, 2, 4)
 
 
 def test_cli_judge_flag(tmp_path):

@@ -92,8 +92,9 @@ class LLMJudge:
     """Asks `model` whether a prediction matches the gold answer; see the module docstring."""
 
     def __init__(self, model: ChatModel, prompt: JudgePrompt | None = None, *, attempts: int = 3,
-                 max_tokens: int = 256):
+                 max_tokens: int = 256, max_concurrency: int = 32):
         self.model = model
+        self.max_concurrency = max_concurrency  # answers judged at once (keeps a budget's overshoot this small)
         self.prompt = prompt or load_prompt()
         self.attempts = attempts
         self.max_tokens = max_tokens
@@ -143,7 +144,8 @@ def open_judge(cfg: JudgeConfig | str, run_dir: str | Path, stats: Any = None) -
     cache = RequestCache(Path(run_dir) / JUDGE_CACHE)
     model = wrap_model(provider, cfg.client, cache, stats)
     prompt = load_prompt(cfg.prompt) if cfg.prompt else load_prompt()
-    return LLMJudge(model, prompt, attempts=cfg.attempts, max_tokens=cfg.max_tokens)
+    return LLMJudge(model, prompt, attempts=cfg.attempts, max_tokens=cfg.max_tokens,
+                    max_concurrency=cfg.client.max_concurrency)
 
 
 def judged(base: ScoreResult, verdict: dict[str, Any]) -> ScoreResult:

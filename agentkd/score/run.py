@@ -218,8 +218,14 @@ async def _judge_all(llm, items, writer: ScoreWriter, current: dict, summary: Sc
     from agentkd.models.budget import BudgetExceeded
     from agentkd.score.judge import judged
 
+    # no more in flight than the client allows: the budget is checked before each call and counted after it,
+    # so every answer queued at once would pass the check before the first one had cost anything
+    gate = asyncio.Semaphore(llm.max_concurrency)
+
     async def one(key, base, ask):
-        result = judged(base, await llm.judge(ask["question"], ask["gold"], ask["prediction"]))
+        async with gate:
+            verdict = await llm.judge(ask["question"], ask["gold"], ask["prediction"])
+        result = judged(base, verdict)
         line = score_line(key, result)
         writer.add_lines([line])
         current[key] = line
