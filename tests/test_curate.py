@@ -349,6 +349,17 @@ def test_a_crash_mid_write_leaves_no_dataset_and_keeps_the_old_one(tmp_path, mon
     with pytest.raises(CurateError, match="already exists"):
         curate(cfg.model_copy(update={"overwrite": False}), tmp_path / "ds")
 
+    # what a killed curate (SIGKILL: no cleanup ran) leaves is a tmp folder, never a half dataset; the next run
+    # removes it when its process is gone
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (tmp_path / f"ds.tmp-{dead.pid}-abcd" / "train").mkdir(parents=True)
+    monkeypatch.undo()
+    curate(cfg, tmp_path / "ds")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "run"]
+
 
 def test_user_turn_is_exactly_the_prompt_templates_rendering(tmp_path):
     from agentkd.agent.prompts import render

@@ -341,6 +341,14 @@ def _card(cfg: CurateConfig, runs: list[RunInfo], sel: _Selection, written: dict
     }
 
 
+def _clear_stale(dest: Path) -> None:
+    """Remove DATASET.tmp-PID-… folders that a killed curate (PID no longer running) left behind."""
+    for p in dest.parent.glob(f"{dest.name}.tmp-*-*"):
+        pid = p.name[len(dest.name) + 5:].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(p, ignore_errors=True)
+
+
 def _swap_in(tmp: Path, out: Path) -> None:
     """Put the finished tmp folder at `out` with renames only (an old dataset is replaced whole)."""
     old = None
@@ -389,6 +397,7 @@ def curate(cfg: CurateConfig, out: str | os.PathLike | None = None, *, progress:
     clock.start("export")
     val = split_tasks({key for _, key, _ in sel.sft}, cfg.validation_fraction, cfg.seed)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    _clear_stale(dest)
     tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     try:
         from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
