@@ -261,7 +261,7 @@ def test_resolve_template_names(qwen25):
 def cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
     from agentkd.cli import main
 
-    monkeypatch.setattr(sys, "argv", ["agentkd", "check-masks", *map(str, args)])
+    monkeypatch.setattr(sys, "argv", ["agentkd", "curate", "check-masks", *map(str, args)])
     with pytest.raises(SystemExit) as e:
         main()
         sys.exit(0)

@@ -11,8 +11,8 @@ import sys
 import typer
 
 from agentkd.cli import collect as _collect
+from agentkd.cli import curate as _curate
 from agentkd.cli import index as _index
-from agentkd.cli import masks as _masks
 from agentkd.cli import models as _models
 from agentkd.cli import recipe as _recipe
 from agentkd.cli import sandbox as _sandbox
@@ -28,6 +28,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(_curate.app, name="curate")
 app.add_typer(_index.app, name="index")
 app.add_typer(_models.app, name="models")
 app.add_typer(_recipe.app, name="recipe")
@@ -35,7 +36,6 @@ app.add_typer(_sandbox.app, name="sandbox")
 app.add_typer(_tasks.app, name="tasks")
 app.command("serve")(_serve.serve)
 app.command("collect")(_collect.collect)
-app.command("check-masks")(_masks.check_masks_cmd)  # moves to `agentkd curate check-masks` at the merge
 app.command("view")(_view.view)
 app.command("score")(_score.score)
 

@@ -40,6 +40,7 @@ SECTIONS: dict[str, str] = {
     "serve": "agentkd.serve.config:ServeConfig",
     "index": "agentkd.tools.config:IndexConfig",
     "score": "agentkd.score.config:ScoreConfig",
+    "curate": "agentkd.curate.config:CurateConfig",
 }
 # sections that are the defaults of the same-named field of every stage section that has one
 SHARED = ("tools", "sandbox")
