@@ -129,6 +129,26 @@ def tiny_qwen(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_qwen25(tiny_qwen, tmp_path_factory) -> Path:
+    """The tiny Qwen2 with Qwen2.5's stock chat template (TRL's copy, read from the installed package), so
+    the curation stage picks TRL's generation-tagged qwen2_5 training template for it."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from agentkd.curate.templates import trl_templates_dir
+
+    out = tmp_path_factory.mktemp("tiny-qwen25")
+    for f in tiny_qwen.iterdir():
+        shutil.copy(f, out)
+    (out / "chat_template.jinja").unlink(missing_ok=True)
+    tok = AutoTokenizer.from_pretrained(tiny_qwen)
+    tok.chat_template = (trl_templates_dir() / "qwen2_5.jinja").read_text(encoding="utf-8")
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def smollm2_server():
     """`agentkd serve embedded:smollm2-135m` as a real process on 127.0.0.1; yields its /v1 URL."""
     import re

@@ -3,7 +3,6 @@ Qwen2 with the Qwen2.5 template and with plain ChatML), checked against TRL's ow
 
 from __future__ import annotations
 
-import shutil
 import sys
 
 import pytest
@@ -51,18 +50,8 @@ def smol() -> str:
 
 
 @pytest.fixture(scope="module")
-def qwen25(tiny_qwen, tmp_path_factory) -> str:
-    """The tiny Qwen2 with Qwen2.5's stock chat template (TRL's copy, read from the installed package)."""
-    from transformers import AutoTokenizer
-
-    out = tmp_path_factory.mktemp("tiny-qwen25")
-    for f in tiny_qwen.iterdir():
-        shutil.copy(f, out)
-    (out / "chat_template.jinja").unlink(missing_ok=True)
-    tok = AutoTokenizer.from_pretrained(tiny_qwen)
-    tok.chat_template = (trl_templates_dir() / "qwen2_5.jinja").read_text(encoding="utf-8")
-    tok.save_pretrained(out)
-    return str(out)
+def qwen25(tiny_qwen25) -> str:
+    return str(tiny_qwen25)
 
 
 @pytest.fixture(scope="module")

@@ -126,6 +126,12 @@ class _Selection:
         self.exact = ExactDeduper() if cfg.dedupe else None
         self.near = NearDeduper(cfg.near_dup_threshold) if cfg.near_dup_threshold else None
         self._batch: list[tuple[Ref, Trajectory, str, float, list[dict[str, str]]]] = []
+        # (run index, task key, sample index, verdict) of every trajectory read, for DS/decisions.jsonl (the
+        # viewer shows why each was kept or dropped); "sft" is resolved to train/validation at the split
+        self.verdicts: list[tuple[int, str, int, str]] = []
+
+    def verdict(self, ref: Ref, traj: Trajectory, what: str) -> None:
+        self.verdicts.append((ref[0], traj.task.key, traj.provenance.sample_index, what))
 
     def add(self, ref: Ref, traj: Trajectory, correct: float | None, reason: str | None, messages_for) -> None:
         self.inputs += 1
@@ -137,6 +143,7 @@ class _Selection:
             self.unscorable[reason or "unscorable"] += 1
         if why in ("infra_error", "unscorable") or why in STRUCTURAL:
             self.removed[why] += 1
+            self.verdict(ref, traj, why)
             return
         kind = "rejected" if why == "incorrect" else "sft"
         if kind == "rejected":
@@ -156,8 +163,10 @@ class _Selection:
             if kind == "rejected":
                 if over:
                     self.rejected_length_cap += 1
+                    self.verdict(ref, traj, "length_cap")
                     continue
                 self.rejected.append((ref, score))
+                self.verdict(ref, traj, "rejected")
                 if k:
                     rej = self.pair_refs.setdefault(key, ([], []))[1]
                     if len(rej) < k:
@@ -165,6 +174,7 @@ class _Selection:
                 continue
             if over:
                 self.removed["length_cap"] += 1
+                self.verdict(ref, traj, "length_cap")
                 continue
             if self.exact or self.near:
                 t0, c0 = time.perf_counter(), time.process_time()
@@ -178,8 +188,10 @@ class _Selection:
                 self.dedupe_cpu += time.process_time() - c0
                 if dup:
                     self.removed[dup] += 1
+                    self.verdict(ref, traj, dup)
                     continue
             self.sft.append((ref, key, score))
+            self.verdict(ref, traj, "sft")
             if k:
                 ch = self.pair_refs.setdefault(key, ([], []))[0]
                 if len(ch) < k:
@@ -289,6 +301,7 @@ def _write(cfg: CurateConfig, runs: list[RunInfo], sel: _Selection, val: set[str
                 pairs[split].add({"prompt": cm[:2], "chosen": cm[2:], "rejected": rm[2:], "task_key": key})
     for w in (*sft.values(), *pairs.values(), *exports.values()):
         w.close()
+    _write_decisions(tmp / "decisions.jsonl", runs, sel, val)
     if "sharegpt" in cfg.exports:
         import json
 
@@ -306,6 +319,18 @@ def _write(cfg: CurateConfig, runs: list[RunInfo], sel: _Selection, val: set[str
     splits["rejected"] = {"rows": sft["rejected"].count}
     splits |= {f"pairs/{s}": {"rows": w.count} for s, w in pairs.items()}
     return {"sha256": h.hexdigest(), "splits": splits, "pairs_prompt_mismatch": mismatched}
+
+
+def _write_decisions(path: Path, runs: list[RunInfo], sel: _Selection, val: set[str]) -> None:
+    """One line per trajectory read: {"run", "key": [task key, sample], "verdict"}: train / validation /
+    rejected, or the filter that dropped it (see FILTERS). Read by `agentkd view RUN --dataset DS`."""
+    import json
+
+    with path.open("w") as f:
+        for ri, key, sample, what in sel.verdicts:
+            if what == "sft":
+                what = "validation" if key in val else "train"
+            f.write(json.dumps({"run": str(runs[ri].path), "key": [key, sample], "verdict": what}) + "\n")
 
 
 def _card(cfg: CurateConfig, runs: list[RunInfo], sel: _Selection, written: dict[str, Any]) -> dict[str, Any]:
