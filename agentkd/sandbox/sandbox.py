@@ -402,6 +402,13 @@ class Sandbox:
             old.close()
         self._drop_candidates()
         self._generation += 1
+        try:  # the candidate's private copy of the work dir becomes the work dir
+            new.send({"op": "adopt"})
+            new.recv(time.monotonic() + self.config.start_timeout_s)
+        except (TimeoutError, ChannelClosed) as e:
+            self.restart()
+            raise SandboxError(f"the committed candidate did not take over the work dir ({e}); the sandbox "
+                               "was restarted and all variables were lost") from None
 
     # -- internals ----------------------------------------------------------------------------------
     def _new_kids(self, n: int) -> list[int]:
