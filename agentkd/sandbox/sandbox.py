@@ -386,6 +386,14 @@ class Sandbox:
         self._candidates = chans
         return results
 
+    async def arun_candidates(self, codes: Sequence[str], timeout_s: float | None = None, *,
+                              executor: Executor | None = None) -> list[ExecResult]:
+        """`run_candidates` for asyncio code (it runs in `executor`; the candidates run in parallel there)."""
+        import asyncio
+
+        return await asyncio.get_running_loop().run_in_executor(
+            executor, functools.partial(self.run_candidates, codes, timeout_s))
+
     @_locked
     def commit(self, result: ExecResult) -> None:
         """Adopt the state of a candidate returned by the last `run_candidates`."""
