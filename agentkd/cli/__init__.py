@@ -15,6 +15,7 @@ from agentkd.cli import index as _index
 from agentkd.cli import models as _models
 from agentkd.cli import recipe as _recipe
 from agentkd.cli import sandbox as _sandbox
+from agentkd.cli import score as _score
 from agentkd.cli import serve as _serve
 from agentkd.cli import tasks as _tasks
 
@@ -32,6 +33,7 @@ app.add_typer(_sandbox.app, name="sandbox")
 app.add_typer(_tasks.app, name="tasks")
 app.command("serve")(_serve.serve)
 app.command("collect")(_collect.collect)
+app.command("score")(_score.score)
 
 
 @app.callback(invoke_without_command=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import importlib
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -79,7 +80,10 @@ def suite_scorer(suite: str) -> Scorer | None:
     An unknown scorer name fails with a one-line ConfigError naming the suite file and key `scorer`."""
     from agentkd.core.suites import list_suites, load_suite
 
-    where = list_suites().get(suite) if not suite.endswith((".yaml", ".yml")) else suite
+    if suite.endswith((".yaml", ".yml")):
+        where = suite if Path(suite).is_file() else None
+    else:
+        where = list_suites().get(suite)
     if where is None:
         return None
     return get_scorer(load_suite(suite).scorer, file=str(where))
@@ -89,11 +93,18 @@ def unscorable(reason: str, scorer: str) -> ScoreResult:
     return ScoreResult(correct=None, scorer=scorer, reason=reason)
 
 
+def scorer_name(scorer: Scorer | str, domain: str) -> str:
+    """The name a score records: by_domain resolves to the domain's scorer."""
+    name = scorer if isinstance(scorer, str) else scorer.name
+    return DOMAIN_SCORERS.get(domain, "qa_em_f1") if name == "by_domain" else name
+
+
 def score_trajectory(traj: Trajectory, scorer: str = "by_domain") -> ScoreResult:
     """Score a trajectory's final answer. Infrastructure errors (status "error") are unscorable, never wrong;
     an episode that ended without an answer (max_steps) is scored against the gold as an empty answer."""
     if traj.status == "error":
-        return unscorable(f"infrastructure error: {traj.status_reason or 'episode failed'}", scorer)
+        return unscorable(f"infrastructure error: {traj.status_reason or 'episode failed'}",
+                          scorer_name(scorer, traj.task.domain))
     return get_scorer(scorer).score(traj.final_answer, traj.task)
 
 

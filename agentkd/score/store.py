@@ -10,6 +10,8 @@ may appear more than once (a later `--judge` pass appends the judged score): the
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Any
 from agentkd.core.jsonl import JsonlStore, iter_jsonl
 from agentkd.score.base import ScoreResult
 
+log = logging.getLogger(__name__)
 SCORES_FILE = "scores.jsonl"
 Key = tuple[str, int]
 
@@ -35,9 +38,12 @@ def read_score_records(run_dir: str | os.PathLike) -> dict[Key, dict[str, Any]]:
     """key → the last stored line for it, as a plain dict (no validation: cheap for large runs)."""
     out: dict[Key, dict[str, Any]] = {}
     for obj in iter_jsonl(scores_path(run_dir)):
-        key = obj.get("key")
-        if isinstance(key, list) and len(key) == 2:
-            out[(str(key[0]), int(key[1]))] = obj
+        key = obj.get("key") if isinstance(obj, dict) else None
+        if (isinstance(key, list) and len(key) == 2 and isinstance(key[1], int) and "correct" in obj
+                and isinstance(obj.get("metrics"), dict) and "scorer" in obj):
+            out[(str(key[0]), key[1])] = obj
+        else:  # not one of ours: its trajectory is scored again
+            log.warning("%s: skipping a line that is not a score (%.60s)", scores_path(run_dir), json.dumps(obj))
     return out
 
 
@@ -48,10 +54,11 @@ def read_scores(run_dir: str | os.PathLike) -> dict[Key, ScoreResult]:
 
 
 class ScoreWriter:
-    """Appends score lines to RUN/scores.jsonl in batches (one write and one fsync per batch)."""
+    """Appends score lines to RUN/scores.jsonl in batches: one whole-lines write per batch, fsync on close (a
+    line lost to an OS crash is only scored again by the next run)."""
 
     def __init__(self, run_dir: str | os.PathLike, *, batch: int = 512):
-        self._store = JsonlStore(scores_path(run_dir), durable=True)
+        self._store = JsonlStore(scores_path(run_dir), durable=False)  # fsync on close; a lost line is rescored
         self._batch = batch
         self._pending: list[dict[str, Any]] = []
         self.written = 0
