@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -12,6 +13,7 @@ from agentkd.core.tasks import TaskSource
 from agentkd.models.config import ModelConfig
 from agentkd.models.wrappers import ClientConfig
 from agentkd.sandbox.config import SandboxConfig
+from agentkd.score.config import JudgeConfig
 from agentkd.tools.config import ToolsConfig
 
 Method = Literal["agent", "cot", "cot_rag"]
@@ -48,8 +50,8 @@ class EvalConfig(StrictConfig):
     baselines: BaselineConfig = Field(default_factory=BaselineConfig, description="CoT / CoT+RAG settings.")
     seeds: int = Field(default=1, ge=1, description="Runs per task (seed, seed+1, ...): mean ± sd across them.")
     seed: int = Field(default=0, description="Base seed; also the bootstrap's seed.")
-    judge: ModelConfig | None = Field(default=None, description="LLM judge for factual suites (cached and budgeted "
-                                      "like any call); None: exact match decides.")
+    judge: JudgeConfig | None = Field(default=None, description="LLM judge for factual suites (the paper's metric; "
+                                      "cached in OUT/METHOD/judge_cache.sqlite and budgeted); None: exact match decides.")
     bootstrap_resamples: int = Field(default=10000, ge=100, description="Bootstrap resamples for each 95% CI.")
     concurrency: int = Field(default=16, ge=1, description="Episodes in flight at once.")
     out: str | None = Field(default=None, description="Run folder (default: runs/<recipe name>).")
@@ -59,3 +61,39 @@ class EvalConfig(StrictConfig):
         if "cot_rag" in self.methods and self.tools.search is None:
             raise ValueError("methods has cot_rag but tools.search is not set")
         return self
+
+
+def from_recipe(recipe: str | Path, overrides: list[str] | None = None, *, model: str | None = None,
+                adapter: str | None = None, suites: list[str] | None = None, limit: int | None = None,
+                seeds: int | None = None, sag: int | None = None, judge: str | None = None,
+                methods: list[str] | None = None, out: str | Path | None = None) -> tuple[EvalConfig, Path]:
+    """The `evaluate` section of a recipe with `--set` overrides and the CLI's shortcut flags applied (each flag
+    is an override of the key it names, so errors name that key); returns (config, run folder)."""
+    import json as _json
+
+    from agentkd.core.config import ConfigError, load_recipe
+
+    sets = list(overrides or [])
+    if model is not None:
+        sets.append(f"evaluate.student.model={_json.dumps(model)}")
+    if adapter is not None:
+        sets.append(f"evaluate.student.adapter={_json.dumps(adapter)}")
+    if suites:
+        sets.append("evaluate.benchmarks=" + _json.dumps([{"suite": s} for s in suites]))
+    if seeds is not None:
+        sets.append(f"evaluate.seeds={seeds}")
+    if sag is not None:
+        sets.append(f"evaluate.agent.sag.n={sag}")
+    if judge is not None:
+        sets.append(f"evaluate.judge.model.model={_json.dumps(judge)}")
+    if methods:
+        sets.append("evaluate.methods=" + _json.dumps(methods))
+    configs = load_recipe(recipe, sets)
+    if "evaluate" not in configs:
+        raise ConfigError("recipe has no `evaluate:` section", file=recipe)
+    cfg = configs["evaluate"]
+    assert isinstance(cfg, EvalConfig)
+    if limit is not None:
+        cfg = cfg.model_copy(update={"benchmarks": [b.model_copy(update={"limit": limit}) for b in cfg.benchmarks]})
+    out_dir = Path(out) if out else Path(cfg.out or Path("runs") / Path(recipe).stem)
+    return cfg, out_dir
