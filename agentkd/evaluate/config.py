@@ -59,7 +59,7 @@ class EvalConfig(StrictConfig):
     @model_validator(mode="after")
     def _rag_has_search(self) -> EvalConfig:
         if "cot_rag" in self.methods and self.tools.search is None:
-            raise ValueError("methods has cot_rag but tools.search is not set")
+            raise ValueError("methods: cot_rag needs tools.search (the retriever it asks once per question)")
         return self
 
 
