@@ -42,6 +42,14 @@ def test_benchmark_result_seeds_unscorable_missing_and_sag():
     lo, hi = b["ci95"]
     assert 0 <= lo < b["accuracy"] < hi <= 1
     assert bootstrap_ci([1.0, 0.5, 0.0], seed=0, n_resamples=1000) == b["ci95"]  # seeded: the same again
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    ci = bootstrap((np.array([1.0, 0.5, 0.0]),), np.mean, n_resamples=1000, confidence_level=0.95,
+                   method="percentile", rng=np.random.default_rng(0)).confidence_interval  # as documented
+    assert b["ci95"] == pytest.approx([ci.low, ci.high], abs=1e-6)
+    many = [0.13, 0.57, 0.91, 0.22, 0.48, 0.76, 0.05, 0.64, 0.39, 0.83]  # a seed changes the interval
+    assert bootstrap_ci(many, seed=0, n_resamples=500) != bootstrap_ci(many, seed=1, n_resamples=500)
     assert bootstrap_ci([1.0], seed=0, n_resamples=1000) is None
     assert averages({"x": {**b, "domain": "math"}, "y": {**b, "domain": "factual", "accuracy": 0.1}})["all"] == \
         pytest.approx((b["accuracy"] + 0.1) / 2)
