@@ -26,7 +26,8 @@ def run(
     recipe: Path = typer.Argument(..., help="Recipe YAML with an `evaluate:` section."),
     set_: list[str] = typer.Option([], "--set", help="Override evaluate.KEY=VALUE (repeatable)."),
     model: str = typer.Option(None, "--model", help="Model spec (embedded:..., a local folder, a litellm string, "
-                              "openai/NAME with --set evaluate.student.api_base=URL)."),
+                              "openai/NAME with --api-base URL)."),
+    api_base: str = typer.Option(None, "--api-base", help="OpenAI-compatible server (vLLM, agentkd serve) for --model."),
     adapter: str = typer.Option(None, "--adapter", help="LoRA adapter folder (agentkd train's output)."),
     suite: list[str] = typer.Option([], "--suite", help="Benchmark suite (repeatable; replaces evaluate.benchmarks)."),
     limit: int = typer.Option(None, "--limit", help="Only the first N tasks of each benchmark."),
@@ -43,6 +44,8 @@ def run(
     from agentkd.evaluate.config import from_recipe
     from agentkd.evaluate.runner import evaluate
 
+    if api_base is not None:
+        set_ = [*set_, f"evaluate.student.api_base={api_base}"]
     cfg, out_dir = from_recipe(recipe, set_, model=model, adapter=adapter, suites=suite, limit=limit, seeds=seeds,
                                sag=sag, judge=judge, methods=method, out=out)
     results = evaluate(cfg, out_dir, progress=not quiet)
