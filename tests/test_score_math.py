@@ -15,7 +15,7 @@ import pytest
 
 from agentkd.core.types import Task
 from agentkd.score.base import get_scorer, vote_key
-from agentkd.score.math import canonical, compare, extract_answer, is_equiv
+from agentkd.score.math import canonical, compare, extract_answer, is_equiv, parse_number
 from agentkd.score.mathworker import GRACE_S, MathVerifyWorker, worker
 from tests.conftest import SHARED_BENCH
 
@@ -47,6 +47,7 @@ def warm_worker():
     ("1,234,567", "1234567"),
     ("1234.57", 1234.5678),  # rounded to its own decimals
     (9435680550, [9435680550.0]),
+    ([-2, 1], "1,-2"),  # final_answer([...]) of a Python list
 ])
 def test_equivalent(pred, gold):
     assert is_equiv(pred, gold)
@@ -119,6 +120,15 @@ def test_real_math500_golds_match_themselves_boxed_and_not_perturbed():
         perturbed = re.sub(r"\d", lambda m: str((int(m.group(0)) + 1) % 10), g, count=1)
         assert is_equiv(f"The answer is $\\boxed{{{g}}}$.", g), g
         assert not is_equiv(f"\\boxed{{{perturbed}}}", g), (g, perturbed)
+
+
+def test_long_and_adversarial_answers_are_quick():
+    t0 = time.monotonic()
+    assert parse_number("5" + " aa" * 30 + "!") is None  # a unit-tail regex that backtracked took minutes
+    assert parse_number("5" + " dollars" * 10) is not None
+    assert canonical("x" * 200_000) and extract_answer("7 " * 100_000) == "7"
+    assert not is_equiv("the answer is unclear " * 5000, "\\frac{1}{2}", timeout_s=1.0)
+    assert time.monotonic() - t0 < 3.0
 
 
 def test_pathological_expression_returns_within_its_timeout():

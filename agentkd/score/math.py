@@ -32,8 +32,10 @@ _NUMBER = re.compile(rf"^(?:{_NUM})$")
 _LAST_NUMBER = re.compile(_NUM)
 _FRAC = re.compile(r"^([-+]?)\\[dt]?frac\{([-+]?\d+)\}\{([-+]?\d+)\}$|^([-+]?\d+)\s*/\s*([-+]?\d+)$")
 # what may follow a number without changing it: unit text, %, degrees, a full stop
-_UNIT_TAIL = re.compile(r"(?:\s*\\(?:text|mbox|mathrm|textrm)\s*\{[^{}]*\}|\s+[A-Za-z]{2,}\.?(?:\s+[A-Za-z]{2,}\.?)*"
+# (each alternative starts differently, so the repetition cannot backtrack exponentially on a long tail)
+_UNIT_TAIL = re.compile(r"(?:\s*\\(?:text|mbox|mathrm|textrm)\s*\{[^{}]*\}|\s+[A-Za-z]{2,}\.?"
                         r"|\s*\\?%|\s*\^\s*\{?\\circ\}?|\s*\\circ|\s*°)+\s*$")
+_MAX_NUMBER_TEXT = 120  # longer text is not "a number and its unit"
 _WRAPPERS = re.compile(r"^\$+|\$+$|^\\\(|\\\)$|^\\\[|\\\]$")
 _SPACES = re.compile(r"\\[,;:! ]|\\quad|\\qquad|\s+")
 _LEFT_RIGHT = re.compile(r"\\(?:left|right|big|Big|bigg|Bigg)(?![A-Za-z])")
@@ -78,6 +80,8 @@ def _clean(s: str) -> str:
 def _as_text(value: Any) -> str:
     if isinstance(value, float):
         return str(int(value)) if value.is_integer() and abs(value) < 1e16 else repr(value)
+    if isinstance(value, (list, tuple)):  # final_answer([1, -2]): the set/tuple as written in LaTeX answers
+        return ", ".join(_as_text(v) for v in value)
     return "" if value is None else str(value)
 
 
@@ -100,7 +104,7 @@ def extract_answer(text: str) -> str | None:
     if last_boxed(text) is not None or _FINAL.search(text):
         return answer_text(text)
     t = _clean(text)
-    if _NUMBER.match(t.replace(" ", "")):
+    if _NUMBER.match(t):
         return t
     nums = _LAST_NUMBER.findall(t)
     return nums[-1].rstrip(".") if nums else None
@@ -109,6 +113,8 @@ def extract_answer(text: str) -> str | None:
 def parse_number(s: str) -> tuple[Fraction, int | None] | None:
     """A plain number (with unit text dropped) as an exact Fraction and its count of decimals (None when it
     was written as an integer or a fraction), or None when `s` is not one."""
+    if len(s) > _MAX_NUMBER_TEXT:
+        return None
     s = _UNIT_TAIL.sub("", _clean(s)).replace("\\$", "").replace("$", "").strip()
     s = s[1:] if s.startswith("$") else s
     m = _FRAC.match(s)
