@@ -12,6 +12,7 @@ import typer
 
 from agentkd.cli import collect as _collect
 from agentkd.cli import curate as _curate
+from agentkd.cli import evaluate as _evaluate
 from agentkd.cli import index as _index
 from agentkd.cli import models as _models
 from agentkd.cli import recipe as _recipe
@@ -29,6 +30,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(_curate.app, name="curate")
+app.add_typer(_evaluate.app, name="eval")
 app.add_typer(_index.app, name="index")
 app.add_typer(_models.app, name="models")
 app.add_typer(_recipe.app, name="recipe")

@@ -39,6 +39,7 @@ SECTIONS: dict[str, str] = {
     "collect": "agentkd.collect.config:CollectConfig",
     "serve": "agentkd.serve.config:ServeConfig",
     "index": "agentkd.tools.config:IndexConfig",
+    "evaluate": "agentkd.evaluate.config:EvalConfig",
     "score": "agentkd.score.config:ScoreConfig",
     "curate": "agentkd.curate.config:CurateConfig",
 }

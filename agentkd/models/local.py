@@ -1,6 +1,9 @@
 """Local transformers models: an HF folder or a GGUF file, optionally with a LoRA adapter.
 
-n > 1 samples are drawn in one batched `generate` call (`num_return_sequences`). Stop sequences stop
+n > 1 samples are drawn in one batched `generate` call that shares one pass over the prompt: the prompt's
+KV cache is computed once and copied n times (transformers' `num_return_sequences` would run the prompt n
+times: SAG's 8 candidates would cost 8 prefills). Each completion carries its tokens' log-probabilities
+under the model (`Completion.logprobs`, before temperature/top-p), which SAG's tie-break uses. Stop sequences stop
 each sequence independently (transformers `stop_strings`) and are cut from the text. Prefill uses the
 chat template's `continue_final_message`, so the reply continues the given assistant text.
 Generation runs in a worker thread under a lock, so the event loop stays responsive.
@@ -56,6 +59,41 @@ class _StopOnText:
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
+class _TokenLogprobs:
+    """A logits processor that records, step by step, the log-probability of the token each row chose:
+    at step t it sees the token chosen at t-1 (the last input id) and keeps step t's distribution."""
+
+    def __init__(self) -> None:
+        self.prev: Any = None
+        self.steps: list[Any] = []
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        if self.prev is not None:
+            self.steps.append(self.prev.gather(1, input_ids[:, -1:]).squeeze(1))
+        self.prev = torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+    def per_row(self, sequences: Any) -> list[list[float]]:
+        import torch
+
+        steps = list(self.steps)
+        if self.prev is not None:
+            steps.append(self.prev.gather(1, sequences[:, -1:]).squeeze(1))
+        return torch.stack(steps, dim=1).tolist() if steps else [[] for _ in range(sequences.shape[0])]
+
+
+def _cache_kw() -> str:
+    """The name generate/forward take a KV cache by (`cache` from transformers 5.x on, `past_key_values` before)."""
+    try:
+        from transformers.generation.utils import ALL_CACHE_NAMES
+
+        return ALL_CACHE_NAMES[0]
+    except ImportError:
+        return "past_key_values"
+
+
 class TransformersModel(ChatModel):
     provider = "local"
     supports_prefill = True
@@ -102,6 +140,21 @@ class TransformersModel(ChatModel):
             tokenize=True, return_dict=True, return_tensors="pt",
         )
 
+    def _shared_prefill(self, enc: Any, n: int) -> dict[str, Any]:
+        """generate() inputs for n samples of one prompt whose KV cache was computed once: the prompt (but
+        its last token, which generate runs to get the first distribution) goes through the model once and
+        the cache is repeated n times."""
+        import torch
+        from transformers import DynamicCache
+
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        cache = DynamicCache(config=self.model.config)
+        kw = _cache_kw()
+        with torch.inference_mode():
+            self.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], use_cache=True, **{kw: cache})
+        cache.batch_repeat_interleave(n)
+        return {"input_ids": ids.repeat(n, 1), "attention_mask": mask.repeat(n, 1), kw: cache}
+
     async def _generate(self, messages, *, n, temperature, top_p, max_tokens, stop, seed, prefill):
         return await asyncio.to_thread(self._generate_sync, messages, n, temperature, top_p, max_tokens, stop,
                                        seed, prefill)
@@ -110,7 +163,7 @@ class TransformersModel(ChatModel):
                        max_tokens: int | None, stop: list[str] | None, seed: int | None,
                        prefill: str | None) -> list[Completion]:
         import torch
-        from transformers import StoppingCriteriaList
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
         with self._lock:
             enc = self.encode_prompt(messages, prefill).to(self.device)
@@ -133,12 +186,19 @@ class TransformersModel(ChatModel):
                 gen["stopping_criteria"] = StoppingCriteriaList([_StopOnText(self.tokenizer, stop, prompt_len)])
             if seed is not None:
                 torch.manual_seed(seed)
+            lps = _TokenLogprobs()
+            gen["logits_processor"] = LogitsProcessorList([lps])
+            inputs = dict(enc)
+            if gen["num_return_sequences"] > 1 and prompt_len > 1:
+                inputs = self._shared_prefill(enc, gen["num_return_sequences"])
+                gen["num_return_sequences"] = 1
             with torch.inference_mode():
-                out = self.model.generate(**enc, **gen)
+                out = self.model.generate(**inputs, **gen)
         new = out[:, prompt_len:]
+        token_lps = lps.per_row(out)
         eos = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id} - {None}
         completions = []
-        for row in new.tolist():
+        for row, row_lps in zip(new.tolist(), token_lps, strict=True):
             length = next((i for i, t in enumerate(row) if t in eos), None)
             ended_eos = length is not None
             ids = row if length is None else row[:length]
@@ -146,7 +206,8 @@ class TransformersModel(ChatModel):
             text, stopped = truncate_at_stop(text, stop)
             finish = "stop" if (stopped or ended_eos or len(ids) < gen["max_new_tokens"]) else "length"
             usage = Usage(prompt_tokens=prompt_len, completion_tokens=len(ids) if not ended_eos else len(ids) + 1)
-            completions.append(Completion(text=text, finish_reason=finish, usage=usage))
+            completions.append(Completion(text=text, finish_reason=finish, usage=usage,
+                                          logprobs=[round(x, 5) for x in row_lps[:len(ids)]] or None))
         if not do_sample and n > 1:
             completions = [completions[0].model_copy() for _ in range(n)]
         return completions
