@@ -39,6 +39,7 @@ SECTIONS: dict[str, str] = {
     "collect": "agentkd.collect.config:CollectConfig",
     "serve": "agentkd.serve.config:ServeConfig",
     "index": "agentkd.tools.config:IndexConfig",
+    "train": "agentkd.train.config:TrainConfig",
 }
 # sections that are the defaults of the same-named field of every stage section that has one
 SHARED = ("tools", "sandbox")
