@@ -12,6 +12,7 @@ import typer
 
 from agentkd.cli import collect as _collect
 from agentkd.cli import index as _index
+from agentkd.cli import masks as _masks
 from agentkd.cli import models as _models
 from agentkd.cli import recipe as _recipe
 from agentkd.cli import sandbox as _sandbox
@@ -34,6 +35,7 @@ app.add_typer(_tasks.app, name="tasks")
 app.add_typer(_train.app, name="train")
 app.command("serve")(_serve.serve)
 app.command("collect")(_collect.collect)
+app.command("check-masks")(_masks.check_masks_cmd)  # moves to `agentkd curate check-masks` at the merge
 
 
 @app.callback(invoke_without_command=True)
