@@ -125,14 +125,15 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None =
     from agentkd.curate.templates import load_student_tokenizer
 
     plan = preflight(config, resume=resume, file=file)
+    tokenizer = load_student_tokenizer(config.model, config.template)
     report = None
     if config.method == "sft" and config.check_masks:
         from agentkd.curate.masks import check_masks
 
-        report = check_masks(config.dataset, config.model, template=config.template, max_length=config.max_length)
+        report = check_masks(config.dataset, config.model, template=config.template, max_length=config.max_length,
+                             tokenizer=tokenizer)
         log.info("mask check: %s of %s tokens trained (%.1f%%) over %s examples", report.trained_tokens,
                  report.total_tokens, 100 * report.trained_share, report.examples)
-    tokenizer = load_student_tokenizer(config.model, config.template)
 
     from agentkd.train.callbacks import RichProgress, StopAfter
 
