@@ -162,7 +162,10 @@ def finish(trainer: Any, config: TrainConfig, plan: Plan, report: Any, metrics: 
     from agentkd.train.plots import plot_curve
     from agentkd.train.provenance import CURVE, write_provenance
 
-    if trainer.eval_dataset is not None:  # every rank evaluates (distributed), rank 0 writes
+    evals = [r for r in trainer.state.log_history if "eval_loss" in r]
+    if evals and evals[-1].get("step") == trainer.state.global_step:
+        metrics["eval_loss"] = evals[-1]["eval_loss"]
+    elif trainer.eval_dataset is not None:  # every rank evaluates (distributed), rank 0 writes
         metrics.update(trainer.evaluate())
     metrics["global_step"] = trainer.state.global_step
     if trainer.is_world_process_zero():
