@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,8 @@ def resolve_model_path(spec: str, file: str | None = None) -> Path:
     from agentkd.models.load import local_path_for
 
     path = local_path_for(spec, progress=False)
+    if path is None and re.fullmatch(r"[\w.-]+/[\w.-]+", spec) and not spec.startswith("."):
+        path = hub_snapshot(spec, file)
     if path is None and ("/" in spec or spec.startswith(".")):
         path = Path(spec).expanduser()  # a path that is not there: say so, not "not a local model"
     if path is None:
@@ -87,6 +90,20 @@ def resolve_model_path(spec: str, file: str | None = None) -> Path:
     if path.is_dir() and not (path / "config.json").exists():
         raise ConfigError(f"model folder has no config.json: {path}", file=file, path="train.model")
     return path
+
+
+def hub_snapshot(repo_id: str, file: str | None = None) -> Path:
+    """A Hugging Face Hub model id (Qwen/Qwen2.5-1.5B-Instruct): its local snapshot, downloaded once
+    (HF_HUB_OFFLINE=1 uses the cache only)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.txt",
+                                                               "*.model", "*.tiktoken"]))
+    except Exception as e:  # offline, unknown repo, no network: one line, exit 2
+        raise ConfigError(f"model {repo_id!r} is neither a local folder nor loadable from the Hub "
+                          f"({type(e).__name__}); download it or give its folder", file=file,
+                          path="train.model") from None
 
 
 def last_checkpoint(out: Path) -> str | None:
@@ -125,12 +142,13 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None =
     from agentkd.curate.templates import load_student_tokenizer
 
     plan = preflight(config, resume=resume, file=file)
-    tokenizer = load_student_tokenizer(config.model, config.template)
+    model_ref = str(plan.model_path)  # embedded/local/Hub specs all resolve to a folder here
+    tokenizer = load_student_tokenizer(model_ref, config.template)
     report = None
     if config.method == "sft" and config.check_masks:
         from agentkd.curate.masks import check_masks
 
-        report = check_masks(config.dataset, config.model, template=config.template, max_length=config.max_length,
+        report = check_masks(config.dataset, model_ref, template=config.template, max_length=config.max_length,
                              tokenizer=tokenizer)
         log.info("mask check: %s of %s tokens trained (%.1f%%) over %s examples", report.trained_tokens,
                  report.total_tokens, 100 * report.trained_share, report.examples)
