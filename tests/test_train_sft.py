@@ -50,10 +50,10 @@ def test_trained_tokens_are_the_assistant_tokens_and_the_loss_falls(tiny_qwen, d
     from agentkd.train.device import resolve_placement
     from agentkd.train.sft import build_sft_trainer
 
-    config = cfg(tiny_qwen, dataset, tmp_path / "out")
+    config = cfg(tiny_qwen, dataset, tmp_path / "out", padding_free="on")
     tok = load_student_tokenizer(str(tiny_qwen))
     trainer = build_sft_trainer(config, Path(tiny_qwen), tok, resolve_placement("cpu", "auto"), tmp_path / "out", [])
-    assert trainer.agentkd_padding_free  # sdpa on CPU: batches are concatenated without pads
+    assert trainer.agentkd_padding_free  # batches are concatenated without pads
 
     raw = load_from_disk(str(dataset))["train"]
     prepared = trainer.train_dataset

@@ -69,7 +69,8 @@ class TrainConfig(StrictConfig):
                                   "same examples, same loss per token).")
     padding_free: Literal["auto", "on", "off"] = Field(
         default="auto", description="Concatenate a batch without pad tokens (position_ids keep sequences apart). "
-        "auto: on where the attention implementation honours sequence boundaries (sdpa, eager, flash).")
+        "auto: on with flash-attention varlen kernels (GPU with flash_attn); on: also with sdpa/eager, "
+        "where it is exact but computes the whole concatenated row's attention.")
     eval_steps: int | None = Field(default=None, ge=1, description="Eval loss on the validation split every N steps "
                                    "(default: once per epoch).")
     save_steps: int | None = Field(default=None, ge=1, description="Checkpoint every N steps (default: once per epoch).")

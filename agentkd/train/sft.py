@@ -27,6 +27,7 @@ from agentkd.train.config import TrainConfig
 from agentkd.train.device import Placement
 
 PACKED_ATTENTION = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
+VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3")
 
 
 def load_base_model(path: Path, placement: Placement, *, attn: str = "sdpa") -> Any:
@@ -37,6 +38,17 @@ def load_base_model(path: Path, placement: Placement, *, attn: str = "sdpa") -> 
     return AutoModelForCausalLM.from_pretrained(str(path), dtype=placement.torch_dtype, attn_implementation=attn)
 
 
+def attention_for(cfg: TrainConfig, placement: Placement) -> str:
+    """flash_attention_2 on a GPU that has the `flash_attn` package (varlen kernels: padding-free pays off),
+    else sdpa."""
+    import importlib.util
+
+    if placement.device == "cuda" and placement.precision in ("bf16", "fp16") and \
+            importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
 def lora_config(cfg: TrainConfig) -> Any:
     from peft import LoraConfig
 
@@ -45,9 +57,14 @@ def lora_config(cfg: TrainConfig) -> Any:
 
 
 def use_padding_free(cfg: TrainConfig, model: Any) -> bool:
+    """`on`: wherever the attention keeps examples apart. `auto`: only with varlen flash kernels, which skip the
+    cross-example blocks; sdpa/eager compute the whole (sum of lengths)² score matrix of the concatenated row and
+    mask it, which costs more than the padded batch's B·max², so there length grouping does the saving."""
     impl = getattr(model.config, "_attn_implementation", None)
     if cfg.padding_free == "off" or cfg.batch_size == 1:
         return False
+    if cfg.padding_free == "auto":
+        return impl in VARLEN_ATTENTION
     ok = impl in PACKED_ATTENTION
     if cfg.padding_free == "on" and not ok:
         from agentkd.core.config import ConfigError
@@ -103,7 +120,7 @@ def build_sft_trainer(cfg: TrainConfig, model_path: Path, tokenizer: Any, placem
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     train_ds, val_ds = sft_splits(Path(cfg.dataset))
-    model = load_base_model(model_path, placement)
+    model = load_base_model(model_path, placement, attn=attention_for(cfg, placement))
     padding_free = use_padding_free(cfg, model)
     if padding_free:
         model.config.use_cache = False  # a KV cache turns off transformers' packed-sequence masking
