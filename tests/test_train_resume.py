@@ -39,8 +39,12 @@ def test_interrupted_run_resumes_and_continues_the_step_count(tiny_qwen, tmp_pat
     assert not (out / "adapter_model.safetensors").exists()  # interrupted: no final adapter yet
     with pytest.raises(ConfigError, match="--resume"):
         train(config(tiny_qwen, ds, out))  # a plain rerun must not silently restart over the checkpoints
+    ck3 = out / "checkpoints" / "checkpoint-3" / "trainer_state.json"
+    stamp = ck3.stat().st_mtime_ns
     train(config(tiny_qwen, ds, out), resume=True)
     assert (out / "adapter_model.safetensors").exists()
+    assert ck3.stat().st_mtime_ns == stamp  # steps 1-3 were not run again (a fresh run rewrites checkpoint-3)
+    assert (out / "checkpoints" / "checkpoint-6").is_dir()
     resumed, ref = losses(out), losses(straight)
     assert sorted(resumed) == [1, 2, 3, 4, 5, 6]
     for step in (4, 5, 6):  # same data order and RNG after the resume

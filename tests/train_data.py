@@ -44,8 +44,8 @@ def make_dataset(folder: Path, *, n_train: int = 24, n_val: int = 4, n_pairs: in
 
     train, val = rows(n_train, seed, max_steps=max_steps), rows(n_val, seed + 1, max_steps=max_steps)
     rejected = rows(n_pairs, seed + 2, correct=False, max_steps=max_steps)
-    DatasetDict({"train": Dataset.from_list(train), "validation": Dataset.from_list(val),
-                 "rejected": Dataset.from_list(rejected)}).save_to_disk(str(folder))
+    splits = {"train": train, "validation": val, "rejected": rejected}
+    DatasetDict({k: Dataset.from_list(v) for k, v in splits.items() if v}).save_to_disk(str(folder))
 
     def pair(good: dict, bad: dict) -> dict:
         return {"prompt": good["messages"][:2], "chosen": good["messages"][2:],
