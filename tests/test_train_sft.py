@@ -92,7 +92,7 @@ def test_padding_free_batch_has_the_padded_batch_s_loss(tiny_qwen, dataset, tmp_
     from agentkd.train.sft import build_sft_trainer
 
     tok = load_student_tokenizer(str(tiny_qwen))
-    trainer = build_sft_trainer(cfg(tiny_qwen, dataset, tmp_path / "o"), Path(tiny_qwen), tok,
+    trainer = build_sft_trainer(cfg(tiny_qwen, dataset, tmp_path / "o", padding_free="on"), Path(tiny_qwen), tok,
                                 resolve_placement("cpu", "auto"), tmp_path / "o", [])
     rows = [trainer.train_dataset[i] for i in range(4)]
     assert len({len(r["input_ids"]) for r in rows}) > 1  # varied lengths: the padded batch has pads
@@ -100,8 +100,8 @@ def test_padding_free_batch_has_the_padded_batch_s_loss(tiny_qwen, dataset, tmp_
     padded = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id)(rows)
     free = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id, padding_free=True)(rows)
     assert int((padded["labels"] != -100).sum()) == int((free["labels"] != -100).sum())
-    with torch.no_grad():
-        a, b = model(**padded).loss, model(**free).loss
+    with torch.no_grad():  # the loss exactly as the trainer computes it in a training step
+        a, b = trainer.compute_loss(model, padded), trainer.compute_loss(model, free)
     assert torch.allclose(a, b, atol=1e-5), (a, b)
 
 
