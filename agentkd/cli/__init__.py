@@ -20,8 +20,8 @@ from agentkd.cli import sandbox as _sandbox
 from agentkd.cli import score as _score
 from agentkd.cli import serve as _serve
 from agentkd.cli import tasks as _tasks
-from agentkd.cli import view as _view
 from agentkd.cli import train as _train
+from agentkd.cli import view as _view
 
 app = typer.Typer(
     name="agentkd",
