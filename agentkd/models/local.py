@@ -1,23 +1,27 @@
 """Local transformers models: an HF folder or a GGUF file, optionally with a LoRA adapter.
 
-n > 1 samples are drawn in one batched `generate` call (`num_return_sequences`). Stop sequences stop
-each sequence independently (transformers `stop_strings`) and are cut from the text. Prefill uses the
-chat template's `continue_final_message`, so the reply continues the given assistant text.
-Generation runs in a worker thread under a lock, so the event loop stays responsive.
+Concurrent requests are batched: they queue for one generation worker thread, which runs whatever is
+waiting as one left-padded `generate` call (agentkd/models/batching.py: per-row sampling settings, seeds,
+stop strings and max_tokens; a request's n samples are rows of the batch). Stop sequences stop each sequence
+independently and are cut from the text. Prefill uses the chat template's `continue_final_message`, so the
+reply continues the given assistant text. The event loop only queues the request and awaits the answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from pathlib import Path
 from typing import Any
 
 from agentkd.core.config import ConfigError
-from agentkd.models.base import ChatModel, Completion, Message, Usage, truncate_at_stop
+from agentkd.models.base import ChatModel, Completion, Message
+from agentkd.models.batching import BatchWorker, Request
+from agentkd.models.config import LocalBatchConfig
 
 log = logging.getLogger(__name__)
+
+DEFAULT_MAX_TOKENS = 512
 
 
 def _pick_device(device: str) -> str:
@@ -38,30 +42,12 @@ def _pick_dtype(dtype: str, device: str) -> Any:
     return torch.float32
 
 
-class _StopOnText:
-    """Stop each sequence once its *generated* text contains a stop string (transformers' own
-    `stop_strings` also matches text that spans into the prompt, which OpenAI servers never do)."""
-
-    def __init__(self, tokenizer: Any, stop: list[str], prompt_len: int):
-        self.tokenizer, self.stop, self.prompt_len = tokenizer, stop, prompt_len
-        # a stop string of L characters spans at most L tokens (+1 for a partial byte-level token)
-        self.window = max(len(s) for s in stop) + 2
-
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch
-
-        new = input_ids[:, self.prompt_len:]
-        tails = new[:, -self.window:].tolist()
-        done = [any(s in self.tokenizer.decode(t, skip_special_tokens=True) for s in self.stop) for t in tails]
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
-
-
 class TransformersModel(ChatModel):
     provider = "local"
     supports_prefill = True
 
     def __init__(self, path: str | Path, *, name: str | None = None, adapter: str | Path | None = None,
-                 device: str = "auto", dtype: str = "auto"):
+                 device: str = "auto", dtype: str = "auto", batch: LocalBatchConfig | None = None):
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
@@ -88,7 +74,10 @@ class TransformersModel(ChatModel):
         self.model = model.to(self.device).eval()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self._lock = threading.Lock()
+        self.batch = batch or LocalBatchConfig()
+        self.worker = BatchWorker(self.model, self.tokenizer, device=self.device,
+                                  max_sequences=self.batch.max_sequences, max_tokens=self.batch.max_tokens,
+                                  window_s=self.batch.window_ms / 1000, min_shared=self.batch.share_prefix)
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.name, "provider": self.provider, "path": str(self.path), "adapter": self.adapter}
@@ -103,50 +92,27 @@ class TransformersModel(ChatModel):
         )
 
     async def _generate(self, messages, *, n, temperature, top_p, max_tokens, stop, seed, prefill):
-        return await asyncio.to_thread(self._generate_sync, messages, n, temperature, top_p, max_tokens, stop,
-                                       seed, prefill)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[list[Completion]] = loop.create_future()
 
-    def _generate_sync(self, messages: list[Message], n: int, temperature: float | None, top_p: float | None,
-                       max_tokens: int | None, stop: list[str] | None, seed: int | None,
-                       prefill: str | None) -> list[Completion]:
-        import torch
-        from transformers import StoppingCriteriaList
-
-        with self._lock:
-            enc = self.encode_prompt(messages, prefill).to(self.device)
-            prompt_len = enc["input_ids"].shape[1]
-            do_sample = bool(temperature) and temperature > 0  # type: ignore[operator]
-            gen: dict[str, Any] = {
-                "max_new_tokens": max_tokens or 512,
-                "do_sample": do_sample,
-                "pad_token_id": self.tokenizer.pad_token_id,
-                # greedy decoding gives n identical answers: decode once and copy
-                "num_return_sequences": n if do_sample else 1,
-            }
-            if do_sample:
-                gen["temperature"] = temperature
-                gen["top_p"] = top_p if top_p is not None else 1.0
-                gen["top_k"] = 0
+        def settle(comps: list[Completion] | None, error: BaseException | None) -> None:
+            if fut.done():  # the caller gave up (cancelled, timed out)
+                return
+            if error is not None:
+                fut.set_exception(error)
             else:
-                gen.update(temperature=None, top_p=None, top_k=None)
-            if stop:
-                gen["stopping_criteria"] = StoppingCriteriaList([_StopOnText(self.tokenizer, stop, prompt_len)])
-            if seed is not None:
-                torch.manual_seed(seed)
-            with torch.inference_mode():
-                out = self.model.generate(**enc, **gen)
-        new = out[:, prompt_len:]
-        eos = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id} - {None}
-        completions = []
-        for row in new.tolist():
-            length = next((i for i, t in enumerate(row) if t in eos), None)
-            ended_eos = length is not None
-            ids = row if length is None else row[:length]
-            text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            text, stopped = truncate_at_stop(text, stop)
-            finish = "stop" if (stopped or ended_eos or len(ids) < gen["max_new_tokens"]) else "length"
-            usage = Usage(prompt_tokens=prompt_len, completion_tokens=len(ids) if not ended_eos else len(ids) + 1)
-            completions.append(Completion(text=text, finish_reason=finish, usage=usage))
-        if not do_sample and n > 1:
-            completions = [completions[0].model_copy() for _ in range(n)]
-        return completions
+                fut.set_result(comps)  # type: ignore[arg-type]
+
+        def deliver(comps: list[Completion] | None, error: BaseException | None) -> None:
+            try:
+                loop.call_soon_threadsafe(settle, comps, error)
+            except RuntimeError:  # the caller's event loop is closed
+                pass
+
+        def encode() -> list[int]:
+            return self.encode_prompt(messages, prefill)["input_ids"][0].tolist()
+
+        self.worker.submit(Request(encode=encode, n=n, temperature=temperature, top_p=top_p,
+                                   max_tokens=max_tokens or DEFAULT_MAX_TOKENS, stop=stop, seed=seed,
+                                   deliver=deliver, abandoned=fut.cancelled))
+        return await fut
