@@ -170,6 +170,13 @@ def completions(req: Request, tokenizer: Any) -> list[Completion]:
     return out
 
 
+def _cache_kw() -> str:
+    """transformers 5.x renamed `past_key_values` to `cache` (the old name warns until 6.0)."""
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    return "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
 def _common_prefix(prompts: list[list[int]]) -> int:
     first, n = prompts[0], min(len(p) for p in prompts)
     for i in range(n):
@@ -193,7 +200,9 @@ class BatchWorker:
         self._thread: threading.Thread | None = None
         self.batches: list[int] = []  # rows of each batch run, for tests and benches
         self.shared: list[int] = []  # prefix tokens prefilled once for all rows, per batch
+        self.spread_ms: list[float] = []  # first to last arrival of the requests in each batch
         self.min_shared = min_shared
+        self.cache_kw = _cache_kw()
         gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         gen_eos = gen_eos if isinstance(gen_eos, list) else [gen_eos]
         self.eos = {tokenizer.eos_token_id, tokenizer.pad_token_id, *gen_eos} - {None}
@@ -217,10 +226,15 @@ class BatchWorker:
                         if self._queue.empty():
                             self._thread = None
                             return
-            self._collect()
-            rows = self._next_batch()
-            if rows:
-                self._run_batch(rows)
+            try:
+                self._collect()
+                rows = self._next_batch()
+                if rows:
+                    self._run_batch(rows)
+            except Exception as e:  # a bug here must not leave callers waiting forever
+                log.exception("local generation worker failed")
+                while self._rows:
+                    self._fail(self._rows.popleft().req, e)
 
     def _take(self, req: Request) -> None:
         """Tokenize a request and expand it into rows (the worker's pending list)."""
@@ -289,9 +303,9 @@ class BatchWorker:
 
     def _inputs(self, rows: list[Row]) -> tuple[Any, Any, Any]:
         """Input ids, attention mask and KV cache of a batch. Prompts are left-padded; when the rows share a
-        prefix of at least `min_shared` tokens (0: never) (the same system prompt, the n samples of one request) it is
-        prefilled once and its cache copied to every row, the padding going between it and each row's
-        rest: [prefix][pad...][rest]. Position ids follow the attention mask, so each row sees the
+        prefix of at least `min_shared` tokens (0: never; e.g. the same system prompt, or the n samples of one
+        request) it is prefilled once and its cache copied to every row, the padding going between it and
+        each row's rest: [prefix][pad...][rest]. Position ids follow the attention mask, so each row sees the
         positions it has alone."""
         import torch
 
@@ -302,7 +316,7 @@ class BatchWorker:
         cache = None
         if self.min_shared and shared >= self.min_shared:
             out = self.model(input_ids=torch.tensor([prompts[0][:shared]], device=self.device), use_cache=True)
-            cache = out.past_key_values
+            cache = getattr(out, self.cache_kw)
             cache.batch_repeat_interleave(len(rows))
         else:
             shared = 0
@@ -318,11 +332,13 @@ class BatchWorker:
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
         self.batches.append(len(rows))
+        arrived = [r.req.arrived for r in rows]
+        self.spread_ms.append((max(arrived) - min(arrived)) * 1000)
         try:
             with torch.inference_mode():
                 ids, mask, cache = self._inputs(rows)
                 self.model.generate(
-                    input_ids=ids.to(self.device), attention_mask=mask.to(self.device), past_key_values=cache,
+                    input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **{self.cache_kw: cache},
                     max_new_tokens=max(r.req.max_tokens for r in rows), do_sample=False,
                     temperature=None, top_p=None, top_k=None, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=sorted(self.eos),
                     logits_processor=LogitsProcessorList([_RowSampler(rows)]),

@@ -71,11 +71,14 @@ async def main_async(args) -> None:
     t1, n1, _ = await timed(model, reqs, 1, **kw)
     single = list(model.worker.batches)
     print(f"  concurrency 1: {n1} tokens in {t1:.1f} s = {n1 / t1:.1f} tokens/s (batches {single})", flush=True)
-    model.worker.batches.clear()
+    for stats in (model.worker.batches, model.worker.shared, model.worker.spread_ms):
+        stats.clear()
     tc, nc, _ = await timed(model, reqs, args.concurrency, **kw)
     batched = list(model.worker.batches)
+    spread = max(model.worker.spread_ms)
     r1, rc = n1 / t1, nc / tc
-    print(f"  concurrency {args.concurrency}: {nc} tokens in {tc:.1f} s = {rc:.1f} tokens/s (batches {batched})")
+    print(f"  concurrency {args.concurrency}: {nc} tokens in {tc:.1f} s = {rc:.1f} tokens/s (batches {batched}, "
+          f"requests of a batch arrived within {spread:.2f} ms, shared prefix {model.worker.shared} tokens)")
     print(f"  tokens/s concurrency {args.concurrency} / concurrency 1 = {rc / r1:.2f}x")
     if args.greedy_check:
         g = {**kw, "temperature": 0.0}
