@@ -146,3 +146,14 @@ async def test_cancelled_request_does_not_break_the_others(model):
     assert c.usage.completion_tokens > 0
     with pytest.raises(asyncio.CancelledError):
         await slow
+
+
+async def test_per_row_temperature_and_top_p_are_applied(model):
+    [greedy] = await model.generate(PROMPTS[1], temperature=0.0, max_tokens=20)
+    cold, nucleus, hot = await together(model, [
+        (PROMPTS[1], {"temperature": 1e-4, "max_tokens": 20, "seed": 1}),  # ~ argmax
+        (PROMPTS[1], {"temperature": 1.0, "top_p": 1e-6, "max_tokens": 20, "seed": 2}),  # only the top token
+        (PROMPTS[1], {"temperature": 1.0, "max_tokens": 20, "seed": 3}),
+    ])
+    assert cold[0].text == nucleus[0].text == greedy.text
+    assert hot[0].text != greedy.text
