@@ -42,6 +42,7 @@ EXTRA_OF = {
     "datasets": "train",
     "fastapi": "serve", "uvicorn": "serve",
     "docker": "docker",
+    "math_verify": "score",
 }
 
 

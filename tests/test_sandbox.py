@@ -192,6 +192,18 @@ def test_candidates_isolated_then_commit(backend):
         assert time.monotonic() - t < 2.5
 
 
+def test_candidates_get_their_own_copy_of_the_work_dir(backend):
+    with make(backend) as sb:
+        sb.run("import os\nos.makedirs('d', exist_ok=True)\nopen('d/keep.txt', 'w').write('k')")
+        rs = sb.run_candidates(["open('lose.txt', 'w').write('l')\nopen('d/keep.txt', 'w').write('changed')",
+                                "open('win.txt', 'w').write('w')\nsorted(os.listdir('.'))"])
+        assert rs[1].value == "['d', 'win.txt']"  # a sibling's file is not visible while they run
+        sb.commit(rs[1])
+        assert sb.run("sorted(os.listdir('.')), open('d/keep.txt').read()").value == "(['d', 'win.txt'], 'k')"
+        sb.run_candidates(["open('gone.txt', 'w').write('g')"])  # nothing committed
+        assert sb.run("sorted(os.listdir('.'))").value == "['d', 'win.txt']"
+
+
 def test_candidate_tools_and_timeouts(backend):
     with make(backend, timeout_s=1, hard_timeout_grace_s=1, tools={"echo": lambda v: v}) as sb:
         sb.run("x = 3")

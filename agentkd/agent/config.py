@@ -9,6 +9,20 @@ from pydantic import Field
 from agentkd.core.config import StrictConfig
 
 
+class SagConfig(StrictConfig):
+    """Self-consistent action generation (`agentkd.agent.sag`): N candidate actions per step, each run on its
+    own fork of the sandbox state, majority vote by outcome. The defaults are the paper's."""
+
+    n: int = Field(default=1, ge=1, description="Candidates per step; 1 turns SAG off (one greedy/sampled action).")
+    temperature: float = Field(default=0.4, ge=0.0, description="Sampling temperature of the candidates.")
+    top_p: float = Field(default=0.8, gt=0.0, le=1.0, description="Nucleus mass of the candidates.")
+    requests: Literal["auto", "parallel"] = Field(
+        default="auto", description="auto: one request with n (choices a backend did not return are drawn by "
+        "parallel requests); parallel: n requests of one choice each, seeds seed..seed+n-1.")
+    max_observation_chars: int = Field(default=1000, ge=0, description="Each candidate's observation is kept in "
+                                       "the step's extra up to this many characters (for the viewer).")
+
+
 class AgentConfig(StrictConfig):
     """How one episode runs: prompts, step limit, stop sequences, observation format."""
 
@@ -28,3 +42,4 @@ class AgentConfig(StrictConfig):
         "fallback (ask the model to start its first Thought with it), auto (prefill where supported).",
     )
     code_timeout_s: float | None = Field(default=None, gt=0, description="Per-action time limit (None: the sandbox's).")
+    sag: SagConfig = Field(default_factory=SagConfig, description="Self-consistent action generation (n > 1 turns it on).")

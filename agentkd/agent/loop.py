@@ -2,6 +2,9 @@
 
     traj = await run_episode(task, model, sandbox, tools, AgentConfig(ftp=True), sampling={"temperature": 0.7})
 
+With `cfg.sag.n > 1` each step is a self-consistent action generation (`agentkd.agent.sag`): N candidates,
+each run on its own fork of the sandbox state, the outcome vote's winner committed.
+
 With `ftp=True` the teacher first answers with plain chain of thought; the first paragraph of that answer
 becomes the start of the first Thought (assistant prefill where the model supports it, else the
 documented fallback: the user turn asks the model to begin its first Thought with that text). The
@@ -19,6 +22,7 @@ from agentkd import __version__
 from agentkd.agent.config import AgentConfig
 from agentkd.agent.parse import FORMAT_HELP, first_paragraph, parse_action, parse_final_reply
 from agentkd.agent.prompts import prompt_id, render
+from agentkd.agent.sag import sag_action
 from agentkd.core.messages import observation_message
 from agentkd.core.types import Provenance, Step, Task, Trajectory
 from agentkd.models.base import ChatModel, Completion, FatalModelError, ModelError
@@ -68,7 +72,8 @@ async def run_episode(
     desc = model.describe()
     prov = Provenance(model=desc.get("model"), provider=desc.get("provider"), api_base=desc.get("api_base"),
                       extra={k: v for k, v in desc.items() if k not in ("model", "provider", "api_base")},
-                      sampling={**sampling, "stop": cfg.stop}, seed=seed,
+                      sampling={**sampling, "stop": cfg.stop,
+                                **({"sag": cfg.sag.model_dump()} if cfg.sag.n > 1 else {})}, seed=seed,
                       sample_index=sample_index, prompt_id=prompt_id(cfg.prompt),
                       sandbox_backend=sandbox.backend, tools=[t.name for t in tool_list],
                       agentkd_version=__version__, started_at=time.time())
@@ -97,15 +102,22 @@ async def run_episode(
     for i in range(cfg.max_steps):
         prefill = ("Thought: " + prefix) if (i == 0 and prefix and prov.prefix_mode == "prefill") else None
         t0 = time.perf_counter()
+        pick = None
         try:
-            [comp] = await model.generate(messages, n=1, stop=cfg.stop, seed=_seed(seed, i), prefill=prefill,
-                                          **params)
+            if cfg.sag.n > 1:  # N candidates, each run on its own fork of the state; the vote's winner is committed
+                pick = await sag_action(messages, model, sandbox, cfg, domain=task.domain, seed=_seed(seed, i),
+                                        prefill=prefill, max_tokens=params.get("max_tokens"),
+                                        timeout_s=cfg.code_timeout_s, executor=executor)
+                comp, output = pick.completion, pick.output
+            else:
+                [comp] = await model.generate(messages, n=1, stop=cfg.stop, seed=_seed(seed, i), prefill=prefill,
+                                              **params)
+                output = (prefill or "") + comp.text
         except (BudgetExceeded, FatalModelError):
             raise
         except ModelError as e:
             return traj.finish("error", f"model error at step {i}: {e}")
         latency = time.perf_counter() - t0
-        output = (prefill or "") + comp.text
         action = parse_action(output)
         if action.code is not None and cfg.end_code and cfg.end_code not in output:
             output = output.rstrip() + cfg.end_code
@@ -115,12 +127,15 @@ async def run_episode(
                     cost_usd=comp.cost_usd + (ftp_cost if i == 0 else 0.0))
         if comp.cached:
             step.extra["cached"] = True
+        if pick is not None:
+            step.extra["sag"] = pick.record
         if action.code is None:
             step.error = action.error
             step.observation = FORMAT_HELP
         else:
-            # the exchange with the worker runs on this loop: no thread per run
-            result = await sandbox.arun(action.code, cfg.code_timeout_s, executor=executor)
+            # the exchange with the worker runs on this loop: no thread per run (SAG ran its candidates already)
+            result = pick.result if pick is not None and pick.result is not None else \
+                await sandbox.arun(action.code, cfg.code_timeout_s, executor=executor)
             step.observation = result.observation(cfg.max_observation_chars)
             step.error = result.error or ("timed out" if result.timed_out else None)
             if result.is_final:

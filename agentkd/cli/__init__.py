@@ -11,10 +11,12 @@ import sys
 import typer
 
 from agentkd.cli import collect as _collect
+from agentkd.cli import evaluate as _evaluate
 from agentkd.cli import index as _index
 from agentkd.cli import models as _models
 from agentkd.cli import recipe as _recipe
 from agentkd.cli import sandbox as _sandbox
+from agentkd.cli import score as _score
 from agentkd.cli import serve as _serve
 from agentkd.cli import tasks as _tasks
 
@@ -25,6 +27,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(_evaluate.app, name="eval")
 app.add_typer(_index.app, name="index")
 app.add_typer(_models.app, name="models")
 app.add_typer(_recipe.app, name="recipe")
@@ -32,6 +35,7 @@ app.add_typer(_sandbox.app, name="sandbox")
 app.add_typer(_tasks.app, name="tasks")
 app.command("serve")(_serve.serve)
 app.command("collect")(_collect.collect)
+app.command("score")(_score.score)
 
 
 @app.callback(invoke_without_command=True)

@@ -39,6 +39,8 @@ SECTIONS: dict[str, str] = {
     "collect": "agentkd.collect.config:CollectConfig",
     "serve": "agentkd.serve.config:ServeConfig",
     "index": "agentkd.tools.config:IndexConfig",
+    "evaluate": "agentkd.evaluate.config:EvalConfig",
+    "score": "agentkd.score.config:ScoreConfig",
 }
 # sections that are the defaults of the same-named field of every stage section that has one
 SHARED = ("tools", "sandbox")

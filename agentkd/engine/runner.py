@@ -17,7 +17,7 @@ import gc
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from agentkd.core.errors import AgentkdError
@@ -53,7 +53,11 @@ class _Progress:
 
 class EpisodeRunner:
     def __init__(self, folder: RunFolder, worker: EpisodeWorker, *, concurrency: int = 16,
-                 budget_usd: float | None = None, progress: bool = True, label: str = "run"):
+                 budget_usd: float | None = None, progress: bool = True, label: str = "run",
+                 on_stored: Callable[[Trajectory], str | None] | None = None):
+        """`on_stored(traj)` is called with each stored trajectory; what it returns (e.g. evaluation's
+        running accuracy) is shown on the progress bar."""
+        self.on_stored = on_stored
         self.folder = folder
         self.worker = worker
         self.concurrency = concurrency
@@ -69,7 +73,7 @@ class EpisodeRunner:
         worker, folder = self.worker, self.folder
         loop = asyncio.get_running_loop()
         statuses: Counter[str] = Counter()
-        state: dict[str, Any] = {"done": 0, "failed": 0, "stop": None, "error": None}
+        state: dict[str, Any] = {"done": 0, "failed": 0, "stop": None, "error": None, "note": ""}
         sem = asyncio.Semaphore(self.concurrency)
         episodes: list[asyncio.Task] = []
         t_start = time.perf_counter()
@@ -81,7 +85,7 @@ class EpisodeRunner:
 
         def info() -> str:
             c = worker.counters()
-            return (f"failed {state['failed']}  retries {sum(c['retries'].values())}  "
+            return (f"{state['note']}failed {state['failed']}  retries {sum(c['retries'].values())}  "
                     f"${c['spent_usd'] - c['spent_before_usd']:.4f} new")
 
         async def episode(spec: EpisodeSpec) -> None:
@@ -112,6 +116,9 @@ class EpisodeRunner:
                 else:
                     state["done"] += 1
                     folder.store(traj)  # one non-durable write() of one line: cheaper inline than a thread hop
+                    if self.on_stored is not None:
+                        note = self.on_stored(traj)
+                        state["note"] = f"{note}  " if note else ""
                 if bar.enabled:
                     bar.update(state["done"] + state["failed"], info())
 

@@ -21,7 +21,8 @@ can change float rounding in the matmuls, which in rare near-ties flips a sample
 `_RowTracker` (a stopping criterion) ends each row on its own: end-of-sequence token, one of the request's
 stop strings in the *generated* text, or the request's max_tokens. When all rows of a request are done its
 completions are built and handed back at once, while the rest of the batch keeps generating. Each token's
-log-probability under the model (the raw logits, before temperature/top-p) is kept in `Completion.logprobs`.
+log-probability under the model (the raw logits, before temperature/top-p; text tokens only, 5 decimals) is
+kept in `Completion.logprobs` (SAG's tie-break averages them).
 """
 
 from __future__ import annotations
@@ -164,7 +165,9 @@ def completions(req: Request, tokenizer: Any) -> list[Completion]:
         text, stopped = truncate_at_stop(tokenizer.decode(row.tokens, skip_special_tokens=True), req.stop)
         finish = "stop" if (stopped or row.end in ("eos", "stop")) else "length"
         usage = Usage(prompt_tokens=len(req.ids), completion_tokens=len(row.tokens) + (row.end == "eos"))
-        out.append(Completion(text=text, finish_reason=finish, usage=usage, logprobs=row.logprobs))
+        # the text tokens' log-probs (not the end-of-sequence token's), as SAG's tie-break reads them
+        lps = [round(x, 5) for x in row.logprobs[: len(row.tokens)]] or None
+        out.append(Completion(text=text, finish_reason=finish, usage=usage, logprobs=lps))
     if req.greedy and req.n > 1:
         out = [out[0].model_copy(deep=True) for _ in range(req.n)]
     return out

@@ -68,6 +68,18 @@ class AheadSandbox:
         sandbox = self._ready.result() if self._ready.done() else await asyncio.wrap_future(self._ready)
         return await sandbox.arun(code, timeout_s, executor=executor)
 
+    async def arun_candidates(self, codes: list[str], timeout_s: float | None = None, *,
+                              executor: Executor | None = None) -> list[ExecResult]:
+        """`Sandbox.run_candidates` (SAG: each code on its own fork of the state), once the sandbox is up."""
+        import asyncio
+
+        sandbox = self._ready.result() if self._ready.done() else await asyncio.wrap_future(self._ready)
+        return await sandbox.arun_candidates(codes, timeout_s, executor=executor)
+
+    def commit(self, result: ExecResult) -> None:
+        """`Sandbox.commit`: adopt one candidate of the last `arun_candidates`."""
+        self._ready.result().commit(result)
+
     def close(self) -> None:
         try:
             self._ready.result()

@@ -386,6 +386,14 @@ class Sandbox:
         self._candidates = chans
         return results
 
+    async def arun_candidates(self, codes: Sequence[str], timeout_s: float | None = None, *,
+                              executor: Executor | None = None) -> list[ExecResult]:
+        """`run_candidates` for asyncio code (it runs in `executor`; the candidates run in parallel there)."""
+        import asyncio
+
+        return await asyncio.get_running_loop().run_in_executor(
+            executor, functools.partial(self.run_candidates, codes, timeout_s))
+
     @_locked
     def commit(self, result: ExecResult) -> None:
         """Adopt the state of a candidate returned by the last `run_candidates`."""
@@ -402,6 +410,13 @@ class Sandbox:
             old.close()
         self._drop_candidates()
         self._generation += 1
+        try:  # the candidate's private copy of the work dir becomes the work dir
+            new.send({"op": "adopt"})
+            new.recv(time.monotonic() + self.config.start_timeout_s)
+        except (TimeoutError, ChannelClosed) as e:
+            self.restart()
+            raise SandboxError(f"the committed candidate did not take over the work dir ({e}); the sandbox "
+                               "was restarted and all variables were lost") from None
 
     # -- internals ----------------------------------------------------------------------------------
     def _new_kids(self, n: int) -> list[int]:

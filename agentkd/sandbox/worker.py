@@ -8,7 +8,8 @@ Process layout inside the sandbox::
 
     launcher (applies rlimits, drops to the sandbox uid, reaps orphans; holds no user state)
       └─ kernel 0 (runs code, holds the namespace; connects to the host's Unix socket)
-           └─ kernel N (a forked candidate: its own connection, a copy-on-write copy of the state)
+           └─ kernel N (a forked candidate: its own connection, a copy-on-write copy of the state, and
+                        its own copy of the work dir, WORK/.agentkd-fork-N, which ``adopt`` moves into place)
 
 With ``cfg["template"]`` (`SandboxPool`'s process mode) kernel 0 is a pristine *template* that never runs
 code; each ``episode`` {kid} forks from it::
@@ -22,10 +23,10 @@ the launcher), and on ``close`` (or when its connection drops) stops and kills t
 the work dir and exits.
 
 Messages are 4-byte big-endian length + UTF-8 JSON. Host -> kernel: ``run`` {code, soft}, ``fork`` {kids},
-``kill`` {pids}, ``exit``, and ``return``/``raise`` answering a kernel's ``call`` {name, args, kwargs};
+``kill`` {pids}, ``exit``, ``adopt`` (a committed candidate's work-dir copy becomes the work dir), and ``return``/``raise`` answering a kernel's ``call`` {name, args, kwargs};
 host -> template: ``episode`` {kid}, ``reap`` {sid, pids}; host -> episode root: ``close``.
 Kernel -> host: ``hello`` {kid, token, pid, role; kernel 0 adds ``probe``, see `probe_walls`}, ``result`` {...},
-``forked`` {pids}, ``call``;
+``forked`` {pids}, ``adopted``, ``call``;
 root -> host: ``hello`` (role "root"), ``closed``.
 """
 
@@ -257,6 +258,24 @@ def _rmtree(path: str) -> None:
         pass
 
 
+FORK_DIR = ".agentkd-fork-"
+
+
+def _clear(folder: str, keep: str | None = None) -> None:
+    """Remove everything in `folder` but the entry named `keep`."""
+    for name in os.listdir(folder):
+        if name != keep:
+            p = os.path.join(folder, name)
+            _rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else _unlink(p)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
 def probe_walls(spec: dict) -> dict:
     """What this process finds of the host, from inside the sandbox: raw facts for the host to judge
     (`agentkd.sandbox.isolation`). `spec` (from the host): its net/pid namespace inodes, the device and inode of
@@ -479,6 +498,9 @@ class Kernel:
 
     def loop(self):
         self.warm_up()
+        self.home = os.getcwd()  # the work dir; candidates work on a copy of it (`_private_workdir`)
+        self.fork_dir: str | None = None
+        self.forked = False
         while True:
             try:
                 msg = self.recv()
@@ -488,10 +510,15 @@ class Kernel:
             if self.template:
                 self._template_op(op, msg)
             elif op == "run":
+                if self.forked:  # the dropped candidates' copies of the work dir, before the code sees it
+                    self.forked = False
+                    self._drop_fork_dirs()
                 self.send(self.run(msg.get("code", ""), float(msg.get("soft", 10.0))))
                 self._capture = self._prepare_capture()
             elif op == "fork":
                 pids, err, child = [], None, False
+                self._drop_fork_dirs()
+                self.forked = True
                 for kid in msg["kids"]:
                     try:
                         pid = os.fork()
@@ -502,6 +529,8 @@ class Kernel:
                         child = True
                         self._drop_capture()  # shared with the parent: make our own on the first run
                         self.sock.close()
+                        self.forked = False
+                        self._private_workdir(kid)
                         self._connect(kid)
                         break
                     pids.append(pid)
@@ -514,8 +543,65 @@ class Kernel:
                     except OSError:
                         pass
                 self.send({"op": "killed"})
+            elif op == "adopt":
+                self._adopt_workdir()
+                self.send({"op": "adopted"})
             elif op == "exit":
+                if self.fork_dir:  # a dropped candidate: its files go with it
+                    _rmtree(self.fork_dir)
                 os._exit(0)
+
+    # -- forked candidates' files -------------------------------------------------------------------
+    def _private_workdir(self, kid: int) -> None:
+        """Files are state too: a forked candidate works in its own copy of the work dir (cwd, and HOME and
+        TMPDIR where they pointed at it), so what a losing candidate writes there is dropped with it.
+        Absolute paths into the main work dir are not redirected. No room for the copy: the candidate
+        shares the main work dir (as before this existed)."""
+        home, cwd = self.home, os.getcwd()
+        copy = os.path.join(home, f"{FORK_DIR}{kid}")
+        try:
+            names = [n for n in os.listdir(home) if not n.startswith(FORK_DIR)]
+            os.mkdir(copy, 0o700)
+            if names:
+                import shutil
+
+                for n in names:
+                    src, dst = os.path.join(home, n), os.path.join(copy, n)
+                    if os.path.isdir(src) and not os.path.islink(src):
+                        shutil.copytree(src, dst, symlinks=True)
+                    else:
+                        shutil.copy2(src, dst, follow_symlinks=False)
+        except OSError:
+            _rmtree(copy)
+            return
+        self.fork_dir = copy
+        rel = os.path.relpath(cwd, home)
+        os.chdir(os.path.join(copy, rel) if not rel.startswith("..") else copy)
+        for var in ("HOME", "TMPDIR"):
+            if os.environ.get(var) == home:
+                os.environ[var] = copy
+
+    def _drop_fork_dirs(self) -> None:
+        """Remove the copies of the last round's candidates (those killed without cleaning up too)."""
+        for name in os.listdir(self.home):
+            if name.startswith(FORK_DIR):
+                _rmtree(os.path.join(self.home, name))
+
+    def _adopt_workdir(self) -> None:
+        """This candidate was committed: its copy of the work dir replaces the work dir."""
+        copy, self.fork_dir = self.fork_dir, None
+        if copy is None:
+            return
+        home = self.home
+        rel = os.path.relpath(os.getcwd(), copy)
+        _clear(home, keep=os.path.basename(copy))
+        for n in os.listdir(copy):
+            os.rename(os.path.join(copy, n), os.path.join(home, n))
+        os.rmdir(copy)
+        os.chdir(os.path.join(home, rel) if not rel.startswith("..") else home)
+        for var in ("HOME", "TMPDIR"):
+            if os.environ.get(var) == copy:
+                os.environ[var] = home
 
     # -- template (SandboxPool process mode) -------------------------------------------------------------
     def _template_op(self, op, msg: dict) -> None:
