@@ -145,6 +145,24 @@ def tiny_qwen25(tiny_qwen, tmp_path_factory) -> Path:
     tok = AutoTokenizer.from_pretrained(tiny_qwen)
     tok.chat_template = (trl_templates_dir() / "qwen2_5.jinja").read_text(encoding="utf-8")
     tok.save_pretrained(out)
+def tiny_qwen_varied(tiny_qwen, tmp_path_factory) -> Path:
+    """The tiny model with seeded noise on its weights: greedy decoding of the plain random model (tied
+    embeddings) only repeats the last token; this one writes varied text, so a stop string can land mid-way."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path_factory.mktemp("tiny-qwen2-varied")
+    for f in tiny_qwen.iterdir():
+        if "token" in f.name or f.name.endswith((".jinja", "vocab.json", "merges.txt")):
+            shutil.copy(f, out)
+    base = AutoModelForCausalLM.from_pretrained(tiny_qwen)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for param in base.parameters():
+            param.add_(torch.randn(param.shape, generator=gen) * 0.5)
+    base.save_pretrained(out)
     return out
 
 
