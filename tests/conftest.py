@@ -145,6 +145,10 @@ def tiny_qwen25(tiny_qwen, tmp_path_factory) -> Path:
     tok = AutoTokenizer.from_pretrained(tiny_qwen)
     tok.chat_template = (trl_templates_dir() / "qwen2_5.jinja").read_text(encoding="utf-8")
     tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_qwen_varied(tiny_qwen, tmp_path_factory) -> Path:
     """The tiny model with seeded noise on its weights: greedy decoding of the plain random model (tied
     embeddings) only repeats the last token; this one writes varied text, so a stop string can land mid-way."""
