@@ -20,6 +20,7 @@ from agentkd.cli import sandbox as _sandbox
 from agentkd.cli import score as _score
 from agentkd.cli import serve as _serve
 from agentkd.cli import tasks as _tasks
+from agentkd.cli import train as _train
 from agentkd.cli import view as _view
 
 app = typer.Typer(
@@ -36,6 +37,7 @@ app.add_typer(_models.app, name="models")
 app.add_typer(_recipe.app, name="recipe")
 app.add_typer(_sandbox.app, name="sandbox")
 app.add_typer(_tasks.app, name="tasks")
+app.add_typer(_train.app, name="train")
 app.command("serve")(_serve.serve)
 app.command("collect")(_collect.collect)
 app.command("view")(_view.view)

@@ -42,6 +42,7 @@ SECTIONS: dict[str, str] = {
     "evaluate": "agentkd.evaluate.config:EvalConfig",
     "score": "agentkd.score.config:ScoreConfig",
     "curate": "agentkd.curate.config:CurateConfig",
+    "train": "agentkd.train.config:TrainConfig",
 }
 # sections that are the defaults of the same-named field of every stage section that has one
 SHARED = ("tools", "sandbox")
