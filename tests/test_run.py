@@ -78,7 +78,8 @@ def test_stages_in_order_and_training_resumes_from_its_checkpoint(loop):
     assert len(loop["srv"].requests) == loop["first_requests"]  # the teacher was not asked again
     prov = json.loads((out / "model" / "agentkd_provenance.json").read_text())
     assert prov["metrics"]["global_step"] == 4
-    assert prov["dataset"]["path"] == str(out / "dataset") if isinstance(prov.get("dataset"), dict) else True
+    card = json.loads((out / "dataset" / "card.json").read_text())
+    assert prov["dataset"] == str(out / "dataset") and prov["dataset_sha256"] == card["sha256"]  # wired by agentkd run
     for d in ("collect/trajectories.jsonl", "dataset/card.json", "model/adapter_config.json",
               "eval-base/results.json", "eval-trained/results.json", "summary.md", "summary.json"):
         assert (out / d).exists(), d
