@@ -11,6 +11,7 @@ def run(
     recipe: Path = typer.Argument(..., help="Recipe YAML; each stage runs if its section is there."),
     set_: list[str] = typer.Option([], "--set", help="Override SECTION.KEY=VALUE (repeatable)."),
     out: Path = typer.Option(None, "--out", "-o", help="Run folder (default: run.out or runs/<recipe name>)."),
+    until: str = typer.Option(None, "--until", help="Last stage to run: collect, score, curate, train or eval."),
     stop_after_train_step: int = typer.Option(None, "--stop-after-train-step",
                                               help="Stop training at this step with a checkpoint; rerun resumes."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -23,7 +24,7 @@ def run(
     Exit codes as for `agentkd collect` (2 config, 3 budget, 4 fatal, 5 failed episodes, 130 stopped)."""
     from agentkd.pipeline.stages import run_recipe
 
-    res = run_recipe(recipe, list(set_), out, progress=not quiet, train_stop_after=stop_after_train_step,
+    res = run_recipe(recipe, list(set_), out, progress=not quiet, until=until, train_stop_after=stop_after_train_step,
                      echo=lambda s: typer.echo(s, err=True))
     typer.echo(f"summary: {res.summary_md}  ({res.summary_json})")
     for r in res.reports:

@@ -217,14 +217,24 @@ def write_views(plan: Plan) -> list[Path]:
 
 
 def run_recipe(recipe: str | Path, overrides: list[str] | None = None, out: str | Path | None = None, *,
-               progress: bool = True, train_stop_after: int | None = None,
+               progress: bool = True, until: str | None = None, train_stop_after: int | None = None,
                echo: Callable[[str], None] = print) -> PipelineResult:
     """Run (or resume) every stage of `recipe` in one run folder; writes OUT/summary.{json,md}.
+    `until`: the last stage to run (collect, score, curate, train, eval; later ones are left as they are).
     `train_stop_after`: stop training at that step with a checkpoint (as an interruption would); the stage
     raises `StageStopped` and the next call resumes it."""
     from agentkd.pipeline.summary import write_summary
 
     plan = resolve(recipe, overrides, out)
+    if until is not None:
+        section = "evaluate" if until == "eval" else until
+        idx = [i for i, st in enumerate(plan.stages) if st.section == section]
+        if not idx:
+            from agentkd.core.config import ConfigError
+
+            raise ConfigError(f"--until {until}: the recipe has no such stage (stages: "
+                              f"{', '.join(st.name for st in plan.stages)})", file=recipe)
+        plan.stages = plan.stages[: idx[-1] + 1]
     plan.out.mkdir(parents=True, exist_ok=True)
     outcomes = run_stages(plan, progress=progress, train_stop_after=train_stop_after, echo=echo)
     views = write_views(plan) if plan.run.view else []
