@@ -6,6 +6,7 @@ reruns only the evaluations."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -117,14 +118,24 @@ def test_summary_numbers(loop):
     assert (out / "collect" / "view.html").exists() and (out / "eval-trained" / "agent" / "view.html").exists()
 
 
-def test_rerun_calls_no_model_and_skips_every_stage(loop):
+def test_rerun_calls_no_model_and_skips_every_stage(loop, monkeypatch, capsys):
+    from agentkd.cli import main
+
     srv, out = loop["srv"], loop["out"]
     before = len(srv.requests)
     traj = (out / "eval-trained" / "agent" / "trajectories.jsonl").read_bytes()
     t0 = time.perf_counter()
-    res = run_recipe(loop["recipe"], out=out, progress=False, echo=lambda s: None)
+    monkeypatch.setattr(sys, "argv", ["agentkd", "run", str(loop["recipe"]), "--out", str(out), "-q"])
+    with pytest.raises(SystemExit) as done:  # the CLI (typer exits 0 at the end)
+        main()
+    assert done.value.code in (0, None)
     took = time.perf_counter() - t0
-    assert {o.status for o in res.stages} == {"skipped"} and len(res.stages) == 5
+    printed = capsys.readouterr()
+    assert printed.err.count("up to date, skipped") == 5
+    assert f"summary: {out / 'summary.md'}" in printed.out and f"report:  {out / 'eval-trained' / 'report.md'}" \
+        in printed.out and f"viewer:  {out / 'collect' / 'view.html'}" in printed.out
+    stages = json.loads((out / "summary.json").read_text())["stages"]
+    assert {v["status"] for v in stages.values()} == {"skipped"} and len(stages) == 5
     assert len(srv.requests) == before
     assert (out / "eval-trained" / "agent" / "trajectories.jsonl").read_bytes() == traj
     assert took < 15, took
@@ -142,3 +153,19 @@ def test_changed_eval_config_reruns_only_evaluation(loop):
         assert yaml.safe_load((out / name / "agent" / "config.yaml").read_text())["evaluate"]["agent"]["max_steps"] == 1
         assert len(list(iter_jsonl(out / name / "agent" / "trajectories.jsonl"))) == len(TEST_Q)
     assert json.loads((out / "summary.json").read_text())["stages"]["eval-trained"]["status"] == "rerun"
+
+
+def test_action_rate_counts_parsed_actions_that_ran(tmp_path):
+    from agentkd.core.types import Step, Task
+    from agentkd.pipeline.summary import action_rate
+
+    def traj(i, steps):
+        return Trajectory(task=Task(id=f"t{i}", question="q", answer="a"), steps=[
+            Step(index=j, model_output="x", code=code, error=err) for j, (code, err) in enumerate(steps)])
+
+    rows = [traj(0, [("print(1)", None), ("1/0", "ZeroDivisionError"), (None, "no code block")]),
+            traj(1, [("final_answer(2)", None)])]
+    (tmp_path / "trajectories.jsonl").write_text("".join(t.model_dump_json() + "\n" for t in rows))
+    r = action_rate(tmp_path, seed=0, n_resamples=200)
+    assert (r["good_steps"], r["steps"], r["rate"], r["tasks"]) == (2, 4, 0.5, 2)
+    assert r["ci95"] == [0.333333, 1.0]  # over the two tasks' rates 1/3 and 1
