@@ -47,6 +47,16 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def _healthy(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url.removesuffix("/v1") + "/health", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
 def stop(proc: subprocess.Popen, timeout_s: float = 15.0) -> None:
     if proc.poll() is None:
         proc.terminate()
@@ -61,8 +71,6 @@ def stop(proc: subprocess.Popen, timeout_s: float = 15.0) -> None:
 def served_teacher(model: ModelConfig, *, timeout_s: float = 600.0, max_tokens: int | None = None,
                    ) -> Iterator[ModelConfig]:
     """Serve `model` with `agentkd serve`; yields the ModelConfig that reaches it as an API teacher."""
-    import httpx
-
     name = served_name(model.model)
     limit = max(4096, max_tokens or 0, model.sampling.max_tokens)
     cmd = [sys.executable, "-m", "agentkd", "serve", model.model, "--port", "0", "--host", "127.0.0.1",
@@ -89,12 +97,8 @@ def served_teacher(model: ModelConfig, *, timeout_s: float = 600.0, max_tokens: 
         while time.monotonic() < deadline:
             if found and url is None:
                 url = found[0]
-            if url is not None:
-                try:
-                    if httpx.get(url.removesuffix("/v1") + "/health", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
+            if url is not None and _healthy(url):
+                break
             if proc.poll() is not None:
                 last = next((ln for ln in reversed(tail) if ln.strip()), "no output")
                 raise PreflightError(f"agentkd serve {model.model} exited with code {proc.returncode} before it was "
