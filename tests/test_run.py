@@ -63,6 +63,9 @@ def loop(tmp_path_factory, tiny_qwen25):
         ck2 = out / "model" / "checkpoints" / "checkpoint-2" / "trainer_state.json"
         ck2_mtime = ck2.stat().st_mtime_ns
         assert not (out / "model" / "adapter_model.safetensors").exists()
+        partial = json.loads((out / "summary.json").read_text())  # what finished is summed up already
+        assert "checkpoint-2" in partial["stopped"] and partial["collect"]["trajectories"] == 6
+        assert "dataset" in partial and partial["eval"] == {}
         first_requests = len(srv.requests)
         res = run_recipe(rec, out=out, progress=False, echo=lines.append)  # resumes training, then evaluates
         yield {"srv": srv, "recipe": rec, "out": out, "res": res, "ck2": ck2, "ck2_mtime": ck2_mtime,

@@ -175,11 +175,11 @@ RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
 
 
 # -- the loop --------------------------------------------------------------------------------------------
-def run_stages(plan: Plan, *, progress: bool = True, train_stop_after: int | None = None,
-               echo: Callable[[str], None] = print) -> list[StageOutcome]:
+def run_stages(plan: Plan, outcomes: list[StageOutcome], *, progress: bool = True,
+               train_stop_after: int | None = None, echo: Callable[[str], None] = print) -> list[StageOutcome]:
+    """Run the plan's stages in order, appending each one's outcome to `outcomes` as it ends."""
     stamps = Stamps(plan.out / "stamps.json")
     hashes: dict[str, str] = {}
-    outcomes: list[StageOutcome] = []
     for stage in plan.stages:
         h = hashes[stage.name] = stage_hash(stage_config(stage, plan.out), {i: hashes[i] for i in stage.inputs})
         rec = stamps.get(stage.name)
@@ -236,7 +236,13 @@ def run_recipe(recipe: str | Path, overrides: list[str] | None = None, out: str 
                               f"{', '.join(st.name for st in plan.stages)})", file=recipe)
         plan.stages = plan.stages[: idx[-1] + 1]
     plan.out.mkdir(parents=True, exist_ok=True)
-    outcomes = run_stages(plan, progress=progress, train_stop_after=train_stop_after, echo=echo)
+    outcomes: list[StageOutcome] = []
+    try:
+        run_stages(plan, outcomes, progress=progress, train_stop_after=train_stop_after, echo=echo)
+    except AgentkdError as e:  # what finished is summed up; the stamps let the next run go on from here
+        write_summary(plan, outcomes, [], stopped=str(e))
+        echo(f"summary so far: {plan.out / 'summary.md'}")
+        raise
     views = write_views(plan) if plan.run.view else []
     summary, js, md = write_summary(plan, outcomes, views)
     reports = [st.out / "report.md" for st in plan.stages if st.section == "evaluate"]

@@ -95,18 +95,22 @@ def eval_numbers(folder: Path, cfg: Any) -> dict[str, Any]:
     return out
 
 
-def build(plan: Any, outcomes: list[Any], views: list[Path]) -> dict[str, Any]:
+def build(plan: Any, outcomes: list[Any], views: list[Path], stopped: str | None = None) -> dict[str, Any]:
     st = {s.name: s for s in plan.stages}
     data: dict[str, Any] = {"schema": SUMMARY_SCHEMA, "recipe": str(plan.recipe), "out": str(plan.out),
                             "stages": {o.name: {"status": o.status, "seconds": o.seconds, **o.detail}
                                        for o in outcomes}}
-    if "collect" in st:
+    # a stage that did not get as far as its outputs (a stop, an error) has no section
+    if "collect" in st and (st["collect"].out / "trajectories.jsonl").exists():
         data["collect"] = collect_numbers(st["collect"].out)
-    if "curate" in st:
+    if "curate" in st and (st["curate"].out / "card.json").exists():
         data["dataset"] = dataset_numbers(st["curate"].out)
-    if "train" in st:
+    if "train" in st and (st["train"].out / "log_history.json").exists():
         data["train"] = train_numbers(st["train"].out)
-    data["eval"] = {s.name: eval_numbers(s.out, s.config) for s in plan.stages if s.section == "evaluate"}
+    data["eval"] = {s.name: eval_numbers(s.out, s.config) for s in plan.stages
+                    if s.section == "evaluate" and (s.out / "results.json").exists()}
+    if stopped:
+        data["stopped"] = stopped
     data["views"] = [str(v) for v in views]
     return data
 
@@ -123,6 +127,8 @@ def render_markdown(d: dict[str, Any]) -> str:
     lines = [f"# agentkd run: {d['recipe']}", "", f"Run folder: `{d['out']}`", "", "| stage | status | seconds |",
              "|---|---|---|"]
     lines += [f"| {k} | {v['status']} | {v['seconds']} |" for k, v in d["stages"].items()]
+    if d.get("stopped"):
+        lines += ["", f"**Stopped:** {d['stopped']}"]
     if c := d.get("collect"):
         lines += ["", "## Collected", "",
                   f"{c['trajectories']} trajectories over {c['tasks']} tasks ({c['folder']}); statuses: "
@@ -155,8 +161,9 @@ def render_markdown(d: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_summary(plan: Any, outcomes: list[Any], views: list[Path]) -> tuple[dict[str, Any], Path, Path]:
-    data = build(plan, outcomes, views)
+def write_summary(plan: Any, outcomes: list[Any], views: list[Path], stopped: str | None = None,
+                  ) -> tuple[dict[str, Any], Path, Path]:
+    data = build(plan, outcomes, views, stopped)
     js, md = plan.out / "summary.json", plan.out / "summary.md"
     for path, text in ((js, json.dumps(data, indent=2) + "\n"), (md, render_markdown(data))):
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
