@@ -36,6 +36,7 @@ def recipe(root: Path, url: str, student: Path) -> Path:
         "collect": {"tasks": {"path": str(tasks_file(root / "train.json", TRAIN_Q, "t"))},
                     "teacher": {"model": "openai/standin", "api_base": url, "timeout_s": 5.0},
                     "agent": {"ftp": True, "max_steps": 2}, "tools": {"search": None}, "concurrency": 4},
+        "score": {"scorer": "qa_em_f1"},
         "curate": {"validation_fraction": 0.34, "max_tokens": 1024},
         "train": {"model": str(student), "max_steps": 4, "save_steps": 2, "batch_size": 1, "grad_accum": 1,
                   "lr": 1e-2, "max_length": 512, "lora": {"r": 4, "alpha": 8}, "progress": False, "device": "cpu"},
@@ -59,7 +60,8 @@ def loop(tmp_path_factory, tiny_qwen25):
             run_recipe(rec, out=out, progress=False, train_stop_after=2, echo=lines.append)
         assert stop.value.exit_code == 130
         stamps = json.loads((out / "stamps.json").read_text())
-        assert [stamps[s]["complete"] for s in ("collect", "curate", "train")] == [True, True, False]
+        assert [stamps[s]["complete"] for s in ("collect", "score", "curate", "train")] == [True, True, True, False]
+        assert stamps["score"]["detail"]["scored_new"] == 6  # scored by the score stage, before curate
         ck2 = out / "model" / "checkpoints" / "checkpoint-2" / "trainer_state.json"
         ck2_mtime = ck2.stat().st_mtime_ns
         assert not (out / "model" / "adapter_model.safetensors").exists()
@@ -75,9 +77,9 @@ def loop(tmp_path_factory, tiny_qwen25):
 def test_stages_in_order_and_training_resumes_from_its_checkpoint(loop):
     res, out = loop["res"], loop["out"]
     assert [(o.name, o.status) for o in res.stages] == [
-        ("collect", "skipped"), ("curate", "skipped"), ("train", "resumed"), ("eval-base", "ran"),
+        ("collect", "skipped"), ("score", "skipped"), ("curate", "skipped"), ("train", "resumed"), ("eval-base", "ran"),
         ("eval-trained", "ran")]
-    assert res.stages[2].detail["resumed_from"] == "checkpoint-2"
+    assert next(o for o in res.stages if o.name == "train").detail["resumed_from"] == "checkpoint-2"
     assert loop["ck2"].stat().st_mtime_ns == loop["ck2_mtime"]  # steps 1-2 were not trained again
     assert len(loop["srv"].requests) == loop["first_requests"]  # the teacher was not asked again
     prov = json.loads((out / "model" / "agentkd_provenance.json").read_text())
@@ -134,11 +136,11 @@ def test_rerun_calls_no_model_and_skips_every_stage(loop, monkeypatch, capsys):
     assert done.value.code in (0, None)
     took = time.perf_counter() - t0
     printed = capsys.readouterr()
-    assert printed.err.count("up to date, skipped") == 5
+    assert printed.err.count("up to date, skipped") == 6
     assert f"summary: {out / 'summary.md'}" in printed.out and f"report:  {out / 'eval-trained' / 'report.md'}" \
         in printed.out and f"viewer:  {out / 'collect' / 'view.html'}" in printed.out
     stages = json.loads((out / "summary.json").read_text())["stages"]
-    assert {v["status"] for v in stages.values()} == {"skipped"} and len(stages) == 5
+    assert {v["status"] for v in stages.values()} == {"skipped"} and len(stages) == 6
     assert len(srv.requests) == before
     assert (out / "eval-trained" / "agent" / "trajectories.jsonl").read_bytes() == traj
     assert took < 15, took
@@ -149,7 +151,7 @@ def test_changed_eval_config_reruns_only_evaluation(loop):
     adapter = (out / "model" / "adapter_model.safetensors").stat().st_mtime_ns
     res = run_recipe(loop["recipe"], ["evaluate.agent.max_steps=1"], out=out, progress=False, echo=lambda s: None)
     assert [(o.name, o.status) for o in res.stages] == [
-        ("collect", "skipped"), ("curate", "skipped"), ("train", "skipped"), ("eval-base", "rerun"),
+        ("collect", "skipped"), ("score", "skipped"), ("curate", "skipped"), ("train", "skipped"), ("eval-base", "rerun"),
         ("eval-trained", "rerun")]
     assert (out / "model" / "adapter_model.safetensors").stat().st_mtime_ns == adapter
     for name in ("eval-base", "eval-trained"):  # the new config's episodes, not the old ones resumed
