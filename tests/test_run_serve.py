@@ -52,6 +52,7 @@ def test_ctrl_c_stops_the_server(tiny_qwen):
     with pytest.raises(KeyboardInterrupt), served_teacher(model, timeout_s=300) as teacher:
         assert len(procs_with(str(tiny_qwen))) == 1
         client = OpenAI(base_url=teacher.api_base, api_key="unused", max_retries=0)
+        assert teacher.timeout_s == 3600.0  # requests queue behind each other at a one-model server
         r = client.chat.completions.create(model=teacher.model.removeprefix("openai/"), max_tokens=4,
                                            messages=[{"role": "user", "content": "hi"}])
         assert r.choices[0].message.content is not None

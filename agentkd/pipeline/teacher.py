@@ -25,6 +25,7 @@ from pathlib import Path
 from agentkd.core.errors import PreflightError
 from agentkd.models.config import ModelConfig
 
+QUEUED_TIMEOUT_S = 3600.0
 _URL = re.compile(r"on (http://127\.0\.0\.1:\d+/v1)")
 
 
@@ -107,6 +108,9 @@ def served_teacher(model: ModelConfig, *, timeout_s: float = 600.0, max_tokens: 
         else:
             raise PreflightError(f"agentkd serve {model.model} was not ready within {timeout_s:.0f} s "
                                  "(run.serve_timeout_s)")
-        yield model.model_copy(update={"model": f"openai/{name}", "api_base": url, "adapter": None})
+        # the server runs one generation at a time, so a request waits behind the others in flight: a per-request
+        # timeout sized for a remote API would expire in the queue, be retried, and pile up abandoned generations
+        yield model.model_copy(update={"model": f"openai/{name}", "api_base": url, "adapter": None,
+                                       "timeout_s": max(model.timeout_s, QUEUED_TIMEOUT_S)})
     finally:
         stop(proc)
