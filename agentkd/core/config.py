@@ -43,6 +43,7 @@ SECTIONS: dict[str, str] = {
     "score": "agentkd.score.config:ScoreConfig",
     "curate": "agentkd.curate.config:CurateConfig",
     "train": "agentkd.train.config:TrainConfig",
+    "run": "agentkd.pipeline.config:RunConfig",
 }
 # sections that are the defaults of the same-named field of every stage section that has one
 SHARED = ("tools", "sandbox")
