@@ -89,9 +89,9 @@ def test_curate_group_routes_runs_to_the_default_command_and_names_to_siblings()
     import typer
     from typer.testing import CliRunner
 
-    from agentkd.cli.curate import _DefaultGroup
+    from agentkd.cli.defaultgroup import DefaultGroup
 
-    app = typer.Typer(cls=_DefaultGroup)
+    app = typer.Typer(cls=DefaultGroup)
     seen = []
 
     @app.command("run")

@@ -11,23 +11,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from typer.core import TyperGroup
 
+from agentkd.cli.defaultgroup import DEFAULT, DefaultGroup
 from agentkd.cli.masks import check_masks_cmd
 
-DEFAULT = "run"
-
-
-class _DefaultGroup(TyperGroup):
-    """Routes `curate ARGS` to the default command unless ARGS start with a command name (or --help)."""
-
-    def parse_args(self, ctx, args):  # type: ignore[override]
-        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
-            args = [DEFAULT, *args]
-        return super().parse_args(ctx, args)
-
-
-app = typer.Typer(cls=_DefaultGroup, no_args_is_help=True,
+app = typer.Typer(cls=DefaultGroup, no_args_is_help=True,
                   help="Curate run folders into a training dataset (RUN... --out DATASET), and check it.")
 app.command("check-masks")(check_masks_cmd)
 

@@ -5,19 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from typer.core import TyperGroup
 
+from agentkd.cli.defaultgroup import DefaultGroup
 
-class _RunByDefault(TyperGroup):
-    """`agentkd eval RECIPE ...` means `agentkd eval run RECIPE ...`; `compare` is the other subcommand."""
-
-    def parse_args(self, ctx, args):  # type: ignore[override]
-        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
-            args = ["run", *args]
-        return super().parse_args(ctx, args)
-
-
-app = typer.Typer(cls=_RunByDefault, no_args_is_help=True,
+app = typer.Typer(cls=DefaultGroup, no_args_is_help=True,
                   help="Evaluate on held-out benchmarks (`agentkd eval RECIPE`), compare runs (`agentkd eval compare`).")
 
 

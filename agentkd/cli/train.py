@@ -5,19 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from typer.core import TyperGroup
 
+from agentkd.cli.defaultgroup import DefaultGroup
 
-class _DefaultRun(TyperGroup):
-    """`agentkd train RECIPE ...` means `agentkd train run RECIPE ...` (subcommands still win by name)."""
-
-    def parse_args(self, ctx, args):
-        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
-            args = ["run", *args]
-        return super().parse_args(ctx, args)
-
-
-app = typer.Typer(cls=_DefaultRun, no_args_is_help=True,
+app = typer.Typer(cls=DefaultGroup, no_args_is_help=True,
                   help="Fine-tune a student from a recipe (`agentkd train RECIPE`), or merge an adapter.")
 
 
