@@ -170,19 +170,19 @@ def tiny_qwen_varied(tiny_qwen, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def smollm2_server():
-    """`agentkd serve embedded:smollm2-135m` as a real process on 127.0.0.1; yields its /v1 URL."""
+def start_server(*args: str, timeout_s: float = 300):
+    """`agentkd serve ARGS --port 0 --device cpu` as a real process on 127.0.0.1, healthy: (process, /v1 URL).
+    Its output is kept drained; fails the test with the last lines if it does not come up."""
     import re
     import subprocess
     import sys
-    import time
+    import threading
 
     import httpx
 
-    cmd = [sys.executable, "-m", "agentkd", "serve", "embedded:smollm2-135m", "--port", "0", "--device", "cpu"]
+    cmd = [sys.executable, "-m", "agentkd", "serve", *args, "--port", "0", "--device", "cpu"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
-    url, lines, deadline = None, [], time.time() + 300
+    url, lines, deadline = None, [], time.time() + timeout_s
     while time.time() < deadline and url is None:
         line = proc.stdout.readline()
         if not line and proc.poll() is not None:
@@ -193,8 +193,6 @@ def smollm2_server():
     if url is None:
         proc.kill()
         pytest.fail("server did not start:\n" + "".join(lines[-30:]))
-    import threading
-
     threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # keep the pipe drained
     for _ in range(100):
         try:
@@ -202,6 +200,13 @@ def smollm2_server():
                 break
         except httpx.HTTPError:
             time.sleep(0.1)
+    return proc, url
+
+
+@pytest.fixture(scope="session")
+def smollm2_server():
+    """`agentkd serve embedded:smollm2-135m` as a real process on 127.0.0.1; yields its /v1 URL."""
+    proc, url = start_server("embedded:smollm2-135m")
     yield url
     proc.terminate()
     proc.wait(timeout=30)

@@ -4,15 +4,10 @@ over real HTTP on 127.0.0.1."""
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
+from conftest import start_server
 
 from tests.train_data import make_dataset
 
@@ -74,20 +69,8 @@ def test_agentkd_serve_adapter_answers_over_http(trained):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     adapter, base_path = trained
-    cmd = [sys.executable, "-m", "agentkd", "serve", "embedded:smollm2-135m", "--adapter", str(adapter),
-           "--port", "0", "--device", "cpu"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
+    proc, url = start_server("embedded:smollm2-135m", "--adapter", str(adapter), timeout_s=240)
     try:
-        url, lines, deadline = None, [], time.time() + 240
-        while time.time() < deadline and url is None:
-            line = proc.stdout.readline()
-            if not line and proc.poll() is not None:
-                break
-            lines.append(line)
-            if m := re.search(r"on (http://127\.0\.0\.1:\d+/v1)", line):
-                url = m.group(1)
-        assert url, "".join(lines[-20:])
-        threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
         r = httpx.post(f"{url}/chat/completions", timeout=120, json={
             "model": "embedded:smollm2-135m", "messages": PROMPT, "temperature": 0, "max_tokens": 8})
         assert r.status_code == 200, r.text
