@@ -43,6 +43,9 @@ EXTRA_OF = {
     "fastapi": "serve", "uvicorn": "serve",
     "docker": "docker",
     "math_verify": "score",
+    "pyarrow": "curate", "trl": "curate",  # check-masks renders exactly as TRL's SFTTrainer does
+    "scipy": "report", "matplotlib": "report",
+    "huggingface_hub": "local",
 }
 
 

@@ -151,7 +151,7 @@ def quiet_printer(trainer: Any, callbacks: list[Any]) -> None:
     """With our progress bar on, drop transformers' log printer (it prints every log dict to stdout)."""
     from transformers.trainer_callback import PrinterCallback
 
-    from agentkd.train.callbacks import RichProgress
+    from agentkd.train.callbacks import is_progress
 
-    if any(isinstance(c, RichProgress) for c in callbacks):
+    if any(is_progress(c) for c in callbacks):
         trainer.remove_callback(PrinterCallback)
