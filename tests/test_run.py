@@ -137,6 +137,7 @@ def test_rerun_calls_no_model_and_skips_every_stage(loop, monkeypatch, capsys):
     took = time.perf_counter() - t0
     printed = capsys.readouterr()
     assert printed.err.count("up to date, skipped") == 6
+    assert printed.out.startswith("# agentkd run:") and "## Held-out evaluation" in printed.out  # the summary itself
     assert f"summary: {out / 'summary.md'}" in printed.out and f"report:  {out / 'eval-trained' / 'report.md'}" \
         in printed.out and f"viewer:  {out / 'collect' / 'view.html'}" in printed.out
     stages = json.loads((out / "summary.json").read_text())["stages"]

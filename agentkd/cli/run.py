@@ -19,13 +19,15 @@ def run(
     """Run (or resume) every stage of RECIPE: OUT/collect, OUT/dataset, OUT/model, OUT/eval-base,
     OUT/eval-trained, and OUT/summary.md / summary.json. A stage whose config and inputs are unchanged
     and whose outputs are complete is skipped; one that stopped half-way resumes; a changed config reruns
-    that stage and the ones after it. A local teacher is served with `agentkd serve` (run.serve_teacher).
+    that stage and the ones after it. Prints the summary and where it, the reports and the viewer pages are.
+    A local teacher is served with `agentkd serve` (run.serve_teacher).
 
     Exit codes as for `agentkd collect` (2 config, 3 budget, 4 fatal, 5 failed episodes, 130 stopped)."""
     from agentkd.pipeline.stages import run_recipe
 
     res = run_recipe(recipe, list(set_), out, progress=not quiet, until=until, train_stop_after=stop_after_train_step,
                      echo=lambda s: typer.echo(s, err=True))
+    typer.echo(res.summary_md.read_text())
     typer.echo(f"summary: {res.summary_md}  ({res.summary_json})")
     for r in res.reports:
         typer.echo(f"report:  {r}")
