@@ -10,7 +10,9 @@ setup:
 	VENV=$(VENV) bash tools/setup.sh
 
 ## Run the whole loop on the embedded defaults (agentkd run recipes/quickstart.yaml: collect → curate → train → eval); no ../shared needed.
-quickstart: setup
+# (its set-up installs only what the loop uses; a venv set up for `make test` already has it)
+quickstart:
+	VENV=$(VENV) EXTRAS=train,serve,sandbox APT_PACKAGES=bubblewrap bash tools/setup.sh
 	VENV=$(VENV) bash tools/quickstart.sh
 
 ## Run the whole test suite (lint + pytest), starting the services the tests need.
