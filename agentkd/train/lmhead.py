@@ -3,11 +3,10 @@
 TRL 1.16's `SFTTrainer` patches the model with a fused LM head (`trl.trainer.utils.add_fused_lm_head`): the
 loss, `entropy` and `mean_token_accuracy` come from per-token log-probabilities computed in tiles, without the
 full logits. With Triton (CUDA/XPU) it projects only the positions whose label is not -100; elsewhere (CPU,
-MPS) it projects every position, and its torch fallback makes about ten full passes over each [4096, 32768] tile
-(forward and backward alike).
-With assistant-only loss most positions of an agent trajectory (system prompt, task, observations, pads)
-carry no loss, and with a small student the LM head over a 49k-152k vocabulary is most of a step's work
-(measured on tools/bench/train.py: 2/3 of the CPU time).
+MPS) it projects every position, and its torch fallback makes about ten full passes over each [4096, 32768]
+tile, forward and backward alike. With assistant-only loss most positions of an agent trajectory (system
+prompt, task, observations, pads) carry no loss, and with a small student the LM head over a 49k-152k
+vocabulary is most of a step's work (measured on tools/bench/train.py: 2/3 of a plain TRL step on CPU).
 
 `add_kept_positions_head` wraps that patched forward: where TRL would score every position, it gathers the
 hidden states at the kept positions and computes their log-probability, entropy and top-1 hit in one
