@@ -4,7 +4,10 @@ Loss falls on the assistant turns only (the training chat template's `{% generat
 rendering the curation mask check verifies). Throughput options never change what is learned:
 
 - length-grouped batching (`group_by_length`) puts examples of similar length in one batch: the same
-  examples, fewer pad tokens (the data order differs, the per-token loss does not);
+  examples, fewer pad tokens (the data order differs, the per-token loss does not); grouped over the whole
+  epoch, seeded (agentkd/train/grouping.py);
+- the LM head runs only at the loss-carrying positions where TRL's fused head would score them all (CPU,
+  MPS): the same loss, metrics and gradients (agentkd/train/lmhead.py);
 - padding-free batches (`padding_free`) concatenate a batch into one row with `position_ids` restarting
   at each example and no attention mask. transformers (>= 5) turns those positions into a block-diagonal
   mask for sdpa/eager/flash attention, *but only when no KV cache is built*: with `use_cache=True` the
@@ -20,6 +23,7 @@ collators (padded or padding-free); tests/test_train_sft.py checks the trained t
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +120,7 @@ def sft_splits(dataset_dir: Path) -> tuple[Any, Any | None]:
 def build_sft_trainer(cfg: TrainConfig, model_path: Path, tokenizer: Any, placement: Placement, out: Path,
                       callbacks: list[Any]) -> Any:
     """An `SFTTrainer` ready to `.train()`: LoRA (or full) on the assistant tokens of DATASET/train."""
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     train_ds, val_ds = sft_splits(Path(cfg.dataset))
@@ -132,19 +136,47 @@ def build_sft_trainer(cfg: TrainConfig, model_path: Path, tokenizer: Any, placem
         assistant_only_loss=True,
         packing=False,
         padding_free=False,  # TRL's flag refuses max_length without packing; the collator below does it
-        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        train_sampling_strategy="random",  # group_by_length: AgentSFTTrainer's sampler, over the whole epoch
         dataset_num_proc=None,
     )
     collator = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=True) \
         if padding_free else None
-    trainer = SFTTrainer(
+    trainer = trainer_class()(
         model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds, processing_class=tokenizer,
         peft_config=lora_config(cfg) if cfg.finetune == "lora" else None, data_collator=collator,
         callbacks=callbacks,
     )
     trainer.agentkd_padding_free = padding_free
+    trainer.agentkd_group_by_length = cfg.group_by_length
+    from peft import PeftModel
+
+    from agentkd.train.lmhead import add_kept_positions_head
+
+    base = trainer.model.get_base_model() if isinstance(trainer.model, PeftModel) else trainer.model
+    trainer.agentkd_kept_positions_head = add_kept_positions_head(base)
     quiet_printer(trainer, callbacks)
     return trainer
+
+
+@functools.cache
+def trainer_class() -> Any:
+    """TRL's SFTTrainer with the whole-epoch length-grouped sampler (when `agentkd_group_by_length`)."""
+    from trl import SFTTrainer
+
+    class AgentSFTTrainer(SFTTrainer):
+        agentkd_group_by_length = False
+
+        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+            from agentkd.train.grouping import EpochLengthGroupedSampler, train_lengths
+
+            dataset = self.train_dataset if train_dataset is None else train_dataset
+            if not self.agentkd_group_by_length or dataset is None or not hasattr(dataset, "__len__"):
+                return super()._get_train_sampler(train_dataset)
+            return EpochLengthGroupedSampler(train_lengths(dataset), self.args.train_batch_size,
+                                             self.args.data_seed if self.args.data_seed is not None
+                                             else self.args.seed)
+
+    return AgentSFTTrainer
 
 
 def quiet_printer(trainer: Any, callbacks: list[Any]) -> None:
