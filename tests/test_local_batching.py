@@ -158,3 +158,61 @@ async def test_per_row_temperature_and_top_p_are_applied(model):
     ])
     assert cold[0].text == nucleus[0].text == greedy.text
     assert hot[0].text != greedy.text
+
+
+async def test_each_row_stops_at_its_own_limit_and_is_answered_while_longer_rows_go_on(model, calls):
+    """Requests of very different prompt lengths, max_tokens and stop strings in one batch: each row ends at
+    its own stop string / max_tokens, and its answer is delivered then, not when the batch's longest row ends."""
+    import re
+
+    long_prompt = [{"role": "user", "content": " ".join(p[-1]["content"] for p in PROMPTS) * 3}]
+    [free] = await model.generate(PROMPTS[3], temperature=0.0, max_tokens=40)
+    stop = next(w.group() for w in re.finditer(r"[A-Za-z]{3,}", free.text) if free.text.find(w.group()) > 0)
+    calls.clear()
+    done: list[str] = []
+    tasks = {}
+    for name, msgs, kw in [("long", long_prompt, {"max_tokens": 64}),
+                           ("short", PROMPTS[0], {"max_tokens": 3}),
+                           ("stopped", PROMPTS[3], {"max_tokens": 64, "stop": [stop]}),
+                           ("sampled", PROMPTS[1], {"n": 2, "temperature": 1.0, "max_tokens": 5, "seed": 1})]:
+        tasks[name] = asyncio.ensure_future(model.generate(msgs, temperature=kw.pop("temperature", 0.0), **kw))
+        tasks[name].add_done_callback(lambda _, name=name: done.append(name))
+    out = {k: await t for k, t in tasks.items()}
+    assert calls == [1 + 1 + 1 + 2], "one batch"
+    [long], [short], [stopped], sampled = out["long"], out["short"], out["stopped"], out["sampled"]
+    assert long.usage.completion_tokens == 64 and long.finish_reason == "length"
+    assert short.usage.completion_tokens == 3 and short.finish_reason == "length"
+    assert stopped.text == free.text[: free.text.find(stop)] and stopped.finish_reason == "stop"
+    assert all(c.usage.completion_tokens == 5 for c in sampled)
+    assert done[-1] == "long" and set(done[:-1]) == {"short", "stopped", "sampled"}
+    assert len(model.encode_prompt(long_prompt, None)["input_ids"][0]) > 4 * short.usage.prompt_tokens
+
+
+@pytest.mark.parametrize("decode_threads", [1, 0])
+async def test_prompts_prefill_on_torchs_threads_and_decoding_uses_decode_threads(tiny_qwen_varied, decode_threads):
+    """Decoding steps multiply matrices of only `rows` rows: with torch's own thread count they ran 5-9x
+    slower on a shared 2-vCPU VM (agentkd serve + collect at concurrency 4 went from under 2 to over 7
+    minutes), so the worker decodes on `decode_threads` (0: torch's count) and restores the count after."""
+    import torch
+
+    m = TransformersModel(tiny_qwen_varied, dtype="float32", batch=LocalBatchConfig(decode_threads=decode_threads))
+    seen: list[tuple[int, int]] = []
+    real = m.model.forward
+
+    def forward(*args, **kw):
+        seen.append((kw["input_ids"].shape[1], torch.get_num_threads()))
+        return real(*args, **kw)
+
+    m.model.forward = forward
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        out = await together(m, [(p, {"temperature": 0.0, "max_tokens": 6}) for p in PROMPTS])
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert all(c.usage.completion_tokens > 0 for [c] in out)
+    prefill = [t for width, t in seen if width > 1]
+    decode = [t for width, t in seen if width == 1]
+    assert prefill and set(prefill) == {2}
+    assert len(decode) >= 6 and set(decode) == {decode_threads or 2}

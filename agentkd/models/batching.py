@@ -9,6 +9,12 @@ max_tokens)); a request's rows may be split over consecutive batches. Prompts ar
 thread, so requests gathered on the event loop reach the queue together. A prefix all rows share (the
 system prompt of concurrent episodes, the n samples of one request) is prefilled once for the batch: on a
 CPU, prefill of long agent prompts costs far more than decoding and gains nothing from batching otherwise.
+The worker prefills the prompts itself (only the last position's logits) on torch's thread count, then
+decodes on `decode_threads` (default 1, CPU only): a decoding step's matrices have only `rows` rows, and on
+a 2-vCPU VM shared with other jobs every one of its ~200 ops waited at an OpenMP barrier for a descheduled
+second thread -- a 4-row, 40-token batch took 54-82 s on 2 threads and 9 s on 1, which is what made
+`agentkd serve` + `agentkd collect` at concurrency 4 run past 7 minutes (batch-1 decoding, a gemv, runs on
+one thread anyway, so the serialised model never hit it).
 
 Sampling settings are per row, so requests never need to match to share a batch: the rows go through
 `generate` in greedy mode and `_RowSampler` (a logits processor) picks each row's token itself -- argmax for a
@@ -194,7 +200,7 @@ class BatchWorker:
     `submit` may be called from any thread; `Request.deliver` is called on the worker thread."""
 
     def __init__(self, model: Any, tokenizer: Any, *, device: str, max_sequences: int, max_tokens: int,
-                 window_s: float, min_shared: int = 16, idle_s: float = 30.0):
+                 window_s: float, min_shared: int = 16, idle_s: float = 30.0, decode_threads: int = 1):
         self.model, self.tokenizer, self.device = model, tokenizer, device
         self.max_sequences, self.max_tokens, self.window_s, self.idle_s = max_sequences, max_tokens, window_s, idle_s
         self._queue: queue.Queue[Request] = queue.Queue()
@@ -205,6 +211,7 @@ class BatchWorker:
         self.shared: list[int] = []  # prefix tokens prefilled once for all rows, per batch
         self.spread_ms: list[float] = []  # first to last arrival of the requests in each batch
         self.min_shared = min_shared
+        self.decode_threads = decode_threads
         self.cache_kw = _cache_kw()
         gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         gen_eos = gen_eos if isinstance(gen_eos, list) else [gen_eos]
@@ -305,34 +312,60 @@ class BatchWorker:
             req.deliver(None, error)
 
     def _inputs(self, rows: list[Row]) -> tuple[Any, Any, Any]:
-        """Input ids, attention mask and KV cache of a batch. Prompts are left-padded; when the rows share a
-        prefix of at least `min_shared` tokens (0: never; e.g. the same system prompt, or the n samples of one
-        request) it is prefilled once and its cache copied to every row, the padding going between it and
-        each row's rest: [prefix][pad...][rest]. Position ids follow the attention mask, so each row sees the
-        positions it has alone."""
+        """Input ids, attention mask and the prefilled KV cache of a batch (all of each prompt but its last
+        token, which `generate`'s first step runs). Prompts are left-padded; when the rows share a prefix of at
+        least `min_shared` tokens (0: never; e.g. the same system prompt, or the n samples of one request) it is
+        prefilled once and its cache copied to every row, the padding going between it and each row's rest:
+        [prefix][pad...][rest]. Position ids follow the attention mask, so each row sees the positions it has
+        alone. Only the last position's logits are computed (the prompt's others are never read)."""
         import torch
 
         pad = self.tokenizer.pad_token_id
         prompts = [r.req.ids for r in rows]
         shared = _common_prefix(prompts) if len(rows) > 1 else 0
         shared = min(shared, min(len(p) for p in prompts) - 1)  # every row keeps a token to feed generate
-        cache = None
-        if self.min_shared and shared >= self.min_shared:
-            out = self.model(input_ids=torch.tensor([prompts[0][:shared]], device=self.device), use_cache=True)
-            cache = getattr(out, self.cache_kw)
-            cache.batch_repeat_interleave(len(rows))
-        else:
+        if not (self.min_shared and shared >= self.min_shared):
             shared = 0
         width = max(len(p) for p in prompts) - shared
         ids = torch.tensor([p[:shared] + [pad] * (width - len(p) + shared) + p[shared:] for p in prompts])
         mask = torch.tensor([[1] * shared + [0] * (width - len(p) + shared) + [1] * (len(p) - shared)
                              for p in prompts])
         self.shared.append(shared)
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        kw: dict[str, Any] = {"use_cache": True, "logits_to_keep": 1}
+        cache = None
+        if shared:
+            out = self.model(input_ids=ids[:1, :shared], **kw)
+            cache = getattr(out, self.cache_kw)
+            cache.batch_repeat_interleave(len(rows))
+        if ids.shape[1] - 1 > shared:
+            pos = (mask.cumsum(-1) - 1).clamp_(min=0)
+            out = self.model(input_ids=ids[:, shared:-1], attention_mask=mask[:, :-1],
+                             position_ids=pos[:, shared:-1], **{self.cache_kw: cache}, **kw)
+            cache = getattr(out, self.cache_kw)
         return ids, mask, cache
+
+    def _decode_threads(self) -> int | None:
+        """Threads for the decoding steps, when they differ from torch's current setting (CPU only)."""
+        import torch
+
+        if not self.decode_threads or not str(self.device).startswith("cpu"):
+            return None
+        return self.decode_threads if self.decode_threads != torch.get_num_threads() else None
+
+    def _decode(self, rows: list[Row], ids: Any, mask: Any, cache: Any) -> None:
+        from transformers import LogitsProcessorList, StoppingCriteriaList
+
+        self.model.generate(
+            input_ids=ids, attention_mask=mask, **{self.cache_kw: cache},
+            max_new_tokens=max(r.req.max_tokens for r in rows), do_sample=False,
+            temperature=None, top_p=None, top_k=None, pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=sorted(self.eos), logits_processor=LogitsProcessorList([_RowSampler(rows)]),
+            stopping_criteria=StoppingCriteriaList([_RowTracker(rows, self.eos, self._finish, self.tokenizer)]),
+        )
 
     def _run_batch(self, rows: list[Row]) -> None:
         import torch
-        from transformers import LogitsProcessorList, StoppingCriteriaList
 
         self.batches.append(len(rows))
         arrived = [r.req.arrived for r in rows]
@@ -340,14 +373,14 @@ class BatchWorker:
         try:
             with torch.inference_mode():
                 ids, mask, cache = self._inputs(rows)
-                self.model.generate(
-                    input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **{self.cache_kw: cache},
-                    max_new_tokens=max(r.req.max_tokens for r in rows), do_sample=False,
-                    temperature=None, top_p=None, top_k=None, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=sorted(self.eos),
-                    logits_processor=LogitsProcessorList([_RowSampler(rows)]),
-                    stopping_criteria=StoppingCriteriaList([_RowTracker(rows, self.eos, self._finish,
-                                                                        self.tokenizer)]),
-                )
+                threads, decode = torch.get_num_threads(), self._decode_threads()
+                if decode:
+                    torch.set_num_threads(decode)
+                try:
+                    self._decode(rows, ids, mask, cache)
+                finally:
+                    if decode:
+                        torch.set_num_threads(threads)
         except Exception as e:
             log.warning("local generate failed for a batch of %d rows: %s", len(rows), e)
             for r in rows:

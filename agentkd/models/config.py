@@ -35,6 +35,13 @@ class LocalBatchConfig(StrictConfig):
         default=16, ge=0,
         description="Rows of a batch sharing at least this many leading prompt tokens prefill them once (0: off).",
     )
+    decode_threads: int = Field(
+        default=1, ge=0,
+        description="CPU only: torch threads while decoding (prefill keeps torch's own count; 0: torch's own "
+        "count throughout). A decoding step multiplies matrices of only `rows` rows; on a 2-vCPU VM shared with "
+        "other jobs, 2 threads made a 4-row step 5-9x slower than 1 (every op waits at an OpenMP barrier for "
+        "a descheduled thread). On an idle machine with many cores more threads may decode faster.",
+    )
 
 
 class ModelConfig(StrictConfig):
