@@ -9,12 +9,12 @@ max_tokens)); a request's rows may be split over consecutive batches. Prompts ar
 thread, so requests gathered on the event loop reach the queue together. A prefix all rows share (the
 system prompt of concurrent episodes, the n samples of one request) is prefilled once for the batch: on a
 CPU, prefill of long agent prompts costs far more than decoding and gains nothing from batching otherwise.
-The worker prefills the prompts itself (only the last position's logits) on torch's thread count, then
-decodes on `decode_threads` (default 1, CPU only): a decoding step's matrices have only `rows` rows, and on
-a 2-vCPU VM shared with other jobs every one of its ~200 ops waited at an OpenMP barrier for a descheduled
-second thread -- a 4-row, 40-token batch took 54-82 s on 2 threads and 9 s on 1, which is what made
-`agentkd serve` + `agentkd collect` at concurrency 4 run past 7 minutes (batch-1 decoding, a gemv, runs on
-one thread anyway, so the serialised model never hit it).
+The worker prefills the prompts itself (only the last position's logits are computed) and runs each batch
+on `threads` torch threads (default 1, CPU only; restored after the batch). On the 2-vCPU VM shared with
+other jobs, torch's own count (2) made every op wait at an OpenMP barrier for a descheduled thread: a
+4-row, 40-token batch took 54-82 s on 2 threads and 9 s on 1, a 220-token prefill 2-7 s against 0.7-1.2 s.
+That is what made `agentkd serve` + `agentkd collect` at concurrency 4 run past 7 minutes: batch-1
+decoding (a gemv) runs on one thread anyway, so the serialised model mostly escaped it.
 
 Sampling settings are per row, so requests never need to match to share a batch: the rows go through
 `generate` in greedy mode and `_RowSampler` (a logits processor) picks each row's token itself -- argmax for a
@@ -33,11 +33,13 @@ kept in `Completion.logprobs` (SAG's tie-break averages them).
 
 from __future__ import annotations
 
+import atexit
 import collections
 import logging
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -195,12 +197,18 @@ def _common_prefix(prompts: list[list[int]]) -> int:
     return n
 
 
+def _close_at_exit(ref: weakref.ref[BatchWorker]) -> None:
+    worker = ref()
+    if worker is not None:
+        worker.close()
+
+
 class BatchWorker:
     """The request queue and the one thread that runs batches on `model` (a transformers causal LM).
     `submit` may be called from any thread; `Request.deliver` is called on the worker thread."""
 
     def __init__(self, model: Any, tokenizer: Any, *, device: str, max_sequences: int, max_tokens: int,
-                 window_s: float, min_shared: int = 16, idle_s: float = 30.0, decode_threads: int = 1):
+                 window_s: float, min_shared: int = 16, idle_s: float = 30.0, threads: int = 1):
         self.model, self.tokenizer, self.device = model, tokenizer, device
         self.max_sequences, self.max_tokens, self.window_s, self.idle_s = max_sequences, max_tokens, window_s, idle_s
         self._queue: queue.Queue[Request] = queue.Queue()
@@ -211,11 +219,24 @@ class BatchWorker:
         self.shared: list[int] = []  # prefix tokens prefilled once for all rows, per batch
         self.spread_ms: list[float] = []  # first to last arrival of the requests in each batch
         self.min_shared = min_shared
-        self.decode_threads = decode_threads
+        self.threads = threads
         self.cache_kw = _cache_kw()
         gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         gen_eos = gen_eos if isinstance(gen_eos, list) else [gen_eos]
         self.eos = {tokenizer.eos_token_id, tokenizer.pad_token_id, *gen_eos} - {None}
+        self._closing = False
+        atexit.register(_close_at_exit, weakref.ref(self))
+
+    def close(self, timeout_s: float = 60.0) -> None:
+        """Let the worker thread finish what it holds and end (a request's answer is delivered from inside
+        its batch's `generate`, so without this the interpreter could exit while the thread is still in
+        torch: "terminate called without an active exception", exit status 134)."""
+        with self._lock:
+            thread = self._thread
+            if thread is None:
+                return
+            self._queue.put(None)  # type: ignore[arg-type]
+        thread.join(timeout_s)
 
     def submit(self, req: Request) -> None:
         with self._lock:
@@ -229,6 +250,12 @@ class BatchWorker:
     def _run(self) -> None:
         while True:
             while not self._rows:
+                if self._closing:
+                    with self._lock:
+                        self._closing = False
+                        if self._queue.empty():  # else a request came after close: serve it
+                            self._thread = None
+                            return
                 try:
                     self._take(self._queue.get(timeout=self.idle_s))
                 except queue.Empty:
@@ -246,10 +273,13 @@ class BatchWorker:
                 while self._rows:
                     self._fail(self._rows.popleft().req, e)
 
-    def _take(self, req: Request) -> None:
-        """Tokenize a request and expand it into rows (the worker's pending list)."""
+    def _take(self, req: Request | None) -> None:
+        """Tokenize a request and expand it into rows (the worker's pending list); None: `close`."""
         import torch
 
+        if req is None:
+            self._closing = True
+            return
         try:
             req.ids = list(req.encode())
         except Exception as e:
@@ -345,13 +375,13 @@ class BatchWorker:
             cache = getattr(out, self.cache_kw)
         return ids, mask, cache
 
-    def _decode_threads(self) -> int | None:
-        """Threads for the decoding steps, when they differ from torch's current setting (CPU only)."""
+    def _threads(self) -> int | None:
+        """Threads for a batch, when they differ from torch's current setting (CPU only)."""
         import torch
 
-        if not self.decode_threads or not str(self.device).startswith("cpu"):
+        if not self.threads or not str(self.device).startswith("cpu"):
             return None
-        return self.decode_threads if self.decode_threads != torch.get_num_threads() else None
+        return self.threads if self.threads != torch.get_num_threads() else None
 
     def _decode(self, rows: list[Row], ids: Any, mask: Any, cache: Any) -> None:
         from transformers import LogitsProcessorList, StoppingCriteriaList
@@ -372,15 +402,14 @@ class BatchWorker:
         self.spread_ms.append((max(arrived) - min(arrived)) * 1000)
         try:
             with torch.inference_mode():
-                ids, mask, cache = self._inputs(rows)
-                threads, decode = torch.get_num_threads(), self._decode_threads()
-                if decode:
-                    torch.set_num_threads(decode)
+                before, threads = torch.get_num_threads(), self._threads()
+                if threads:
+                    torch.set_num_threads(threads)
                 try:
-                    self._decode(rows, ids, mask, cache)
+                    self._decode(rows, *self._inputs(rows))
                 finally:
-                    if decode:
-                        torch.set_num_threads(threads)
+                    if threads:
+                        torch.set_num_threads(before)
         except Exception as e:
             log.warning("local generate failed for a batch of %d rows: %s", len(rows), e)
             for r in rows:

@@ -35,12 +35,11 @@ class LocalBatchConfig(StrictConfig):
         default=16, ge=0,
         description="Rows of a batch sharing at least this many leading prompt tokens prefill them once (0: off).",
     )
-    decode_threads: int = Field(
+    threads: int = Field(
         default=1, ge=0,
-        description="CPU only: torch threads while decoding (prefill keeps torch's own count; 0: torch's own "
-        "count throughout). A decoding step multiplies matrices of only `rows` rows; on a 2-vCPU VM shared with "
-        "other jobs, 2 threads made a 4-row step 5-9x slower than 1 (every op waits at an OpenMP barrier for "
-        "a descheduled thread). On an idle machine with many cores more threads may decode faster.",
+        description="CPU only: torch threads while a batch runs (0: torch's own count, i.e. the cores). On a "
+        "2-vCPU VM shared with other jobs, 2 threads made batches 3-9x slower than 1 (each op waits at an OpenMP "
+        "barrier for a descheduled thread); an idle machine with many cores may prefill faster on more.",
     )
 
 
