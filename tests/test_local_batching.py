@@ -245,3 +245,34 @@ def test_the_worker_ends_before_the_interpreter_does(tmp_path):
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "answered 1 False" in r.stdout and "terminate called" not in r.stderr
+
+
+def test_top_p_prefilter_draws_what_the_full_sort_draws():
+    """The sampler's top-k prefilter (rows whose 256 most likely tokens reach top_p) against top-p over the
+    whole sorted vocabulary, with the same draws: peaked rows take the prefilter, flat ones the full sort."""
+    import torch
+
+    from agentkd.models.batching import Request, Row, _RowSampler
+
+    vocab, gen = 49152, torch.Generator().manual_seed(0)
+    scale = torch.tensor([[8.0], [0.1], [5.0], [1.0], [8.0], [0.01]])
+    scores = torch.randn(len(scale), vocab, generator=gen) * scale
+    top_ps, temps = [0.9, 0.95, 0.8, 1.0, 0.5, 0.3], [0.7, 1.0, 0.4, 1.0, 1.5, 1.0]
+    for step in range(20):
+        rows = [Row(Request(encode=list, n=1, temperature=t, top_p=p, max_tokens=9, stop=None, seed=None,
+                            deliver=print), 0, torch.Generator().manual_seed(step * 10 + i))
+                for i, (t, p) in enumerate(zip(temps, top_ps, strict=True))]
+        got = _RowSampler(rows)(None, scores).argmax(-1).tolist()
+        want = []
+        for i, (t, p) in enumerate(zip(temps, top_ps, strict=True)):
+            probs = torch.softmax(scores[i] / t, -1)
+            sp, si = probs.sort(descending=True)
+            sp = sp * ((sp.cumsum(-1) - sp) < p)
+            cdf = sp.cumsum(-1)
+            u = float(torch.rand((), generator=torch.Generator().manual_seed(step * 10 + i)))
+            want.append(int(si[min(int(torch.searchsorted(cdf, u * cdf[-1], right=True)), vocab - 1)]))
+        assert got == want
+        assert all(len(r.logprobs) == 1 and r.logprobs[0] <= 0 for r in rows)
+    mass = torch.softmax(scores / torch.tensor(temps)[:, None], -1).topk(256).values.sum(-1)
+    took_prefilter = (mass >= torch.tensor(top_ps)).tolist()
+    assert any(took_prefilter) and not all(took_prefilter)
