@@ -58,16 +58,18 @@ async def main_async(args) -> None:
     import torch
 
     from agentkd.agent.config import AgentConfig
+    from agentkd.models.config import LocalBatchConfig, ModelConfig
     from agentkd.models.load import load_model
 
-    model = load_model(args.model, progress=False)
+    model = load_model(ModelConfig(model=args.model, batch=LocalBatchConfig(threads=args.batch_threads)),
+                       progress=False)
     reqs = teacher_requests(args.tasks)
     kw = {"temperature": 0.7, "top_p": 0.95, "max_tokens": args.max_tokens, "stop": AgentConfig().stop}
     prompt_lens = [len(model.encode_prompt(m, None)["input_ids"][0]) for m in reqs]
     await model.generate(reqs[0], max_tokens=4)  # warm-up
     model.worker.batches.clear()
     print(f"{args.model}: {len(reqs)} requests, prompts {min(prompt_lens)}-{max(prompt_lens)} tokens, "
-          f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f}", flush=True)
+          f"torch threads {torch.get_num_threads()}, batch threads {args.batch_threads or 'torch'}, load average {os.getloadavg()[0]:.2f}", flush=True)
     t1, n1, _ = await timed(model, reqs, 1, **kw)
     single = list(model.worker.batches)
     print(f"  concurrency 1: {n1} tokens in {t1:.1f} s = {n1 / t1:.1f} tokens/s (batches {single})", flush=True)
@@ -97,6 +99,8 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--greedy-check", action="store_true")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own).")
+    ap.add_argument("--batch-threads", type=int, default=1,
+                    help="LocalBatchConfig.threads: torch threads while a batch runs (0: torch's count).")
     args = ap.parse_args()
     if args.threads:
         import torch
