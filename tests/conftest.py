@@ -148,6 +148,28 @@ def tiny_qwen25(tiny_qwen, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_qwen_varied(tiny_qwen, tmp_path_factory) -> Path:
+    """The tiny model with seeded noise on its weights: greedy decoding of the plain random model (tied
+    embeddings) only repeats the last token; this one writes varied text, so a stop string can land mid-way."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path_factory.mktemp("tiny-qwen2-varied")
+    for f in tiny_qwen.iterdir():
+        if "token" in f.name or f.name.endswith((".jinja", "vocab.json", "merges.txt")):
+            shutil.copy(f, out)
+    base = AutoModelForCausalLM.from_pretrained(tiny_qwen)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for param in base.parameters():
+            param.add_(torch.randn(param.shape, generator=gen) * 0.5)
+    base.save_pretrained(out)
+    return out
+
+
 def start_server(*args: str, timeout_s: float = 300):
     """`agentkd serve ARGS --port 0 --device cpu` as a real process on 127.0.0.1, healthy: (process, /v1 URL).
     Its output is kept drained; fails the test with the last lines if it does not come up."""

@@ -18,6 +18,31 @@ class SamplingConfig(StrictConfig):
     seed: int | None = Field(default=None, description="Base seed (per-sample seeds derive from it).")
 
 
+class LocalBatchConfig(StrictConfig):
+    """How a local model batches concurrent requests into one `generate` call."""
+
+    max_sequences: int = Field(default=16, ge=1, description="Most rows (samples) in one batch.")
+    max_tokens: int = Field(
+        default=65536, ge=1,
+        description="Most padded tokens in one batch: rows x (longest prompt + largest max_tokens); bounds the "
+        "KV cache (a single longer request still runs, alone).",
+    )
+    window_ms: float = Field(
+        default=5.0, ge=0.0,
+        description="How long a request that finds the model idle waits for others to join its batch.",
+    )
+    share_prefix: int = Field(
+        default=16, ge=0,
+        description="Rows of a batch sharing at least this many leading prompt tokens prefill them once (0: off).",
+    )
+    threads: int = Field(
+        default=1, ge=0,
+        description="CPU only: torch threads while a batch runs (0: torch's own count, i.e. the cores). On a "
+        "2-vCPU VM shared with other jobs, 2 threads made batches 3-9x slower than 1 (each op waits at an OpenMP "
+        "barrier for a descheduled thread); an idle machine with many cores may prefill faster on more.",
+    )
+
+
 class ModelConfig(StrictConfig):
     """A chat model: an API model through litellm, an OpenAI-compatible server, or a local model."""
 
@@ -36,3 +61,5 @@ class ModelConfig(StrictConfig):
     )
     timeout_s: float = Field(default=120.0, gt=0, description="Per-request timeout for API models.")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="Default sampling parameters.")
+    batch: LocalBatchConfig = Field(default_factory=LocalBatchConfig,
+                                    description="Local models: batching of concurrent requests.")

@@ -33,7 +33,8 @@ def load_model(config: ModelConfig | str, *, progress: bool = True) -> ChatModel
     if path is not None:
         from agentkd.models.local import TransformersModel
 
-        return TransformersModel(path, name=cfg.model, adapter=cfg.adapter, device=cfg.device, dtype=cfg.dtype)
+        return TransformersModel(path, name=cfg.model, adapter=cfg.adapter, device=cfg.device, dtype=cfg.dtype,
+                                 batch=cfg.batch)
     if cfg.api_base and cfg.model.startswith("openai/"):
         import os
 
