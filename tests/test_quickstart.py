@@ -113,7 +113,7 @@ def test_quickstart_script_on_a_fresh_copy_without_shared(tmp_path):
     """`tools/quickstart.sh` as a new user runs it, on a copy of the checkout's files (no ../shared, no
     runs/, no build outputs), with the venv this test runs in (VENV) and the copy's own code (PYTHONPATH),
     seeing only what `pip install agentkd[local,serve]` installs. The embedded model and index may come from the
-    shared cache ($AGENTKD_CACHE). One task, one step, short replies and `--until collect` (the collect stage of
+    shared cache ($AGENTKD_CACHE). One task, one sample, one step, short replies and `--until collect` (the collect stage of
     `agentkd run`, the teacher served by `agentkd serve`) keep it CI-sized; the default runs the whole loop."""
     clone = tracked_copy(tmp_path / "fresh" / "agentkd")
     assert not (clone.parent.parent / "shared").exists() and not (clone / "runs").exists()
@@ -122,7 +122,8 @@ def test_quickstart_script_on_a_fresh_copy_without_shared(tmp_path):
     env = clean_env(VENV=sys.prefix, PYTHONPATH=f"{tmp_path / 'local-only'}{os.pathsep}{clone}")
     t0 = time.monotonic()
     proc = subprocess.run(
-        ["bash", "tools/quickstart.sh", "--until", "collect", "--set", "collect.tasks.limit=1", "--set", "collect.agent.max_steps=1",
+        ["bash", "tools/quickstart.sh", "--until", "collect", "--set", "collect.tasks.limit=1", "--set", "collect.samples=1",
+         "--set", "collect.agent.max_steps=1",
          "--set", "collect.teacher.sampling.max_tokens=24", "--set", "collect.agent.ftp_max_tokens=24"],
         cwd=clone, env=env, capture_output=True, text=True, timeout=1200)
     elapsed = time.monotonic() - t0
