@@ -103,3 +103,30 @@ def test_answer_helpers():
     assert parse_final_reply("blah\nFinal answer: Paris.") == "Paris"
     assert parse_final_reply("so \\boxed{\\frac{1}{2}} done") == "\\frac{1}{2}"
     assert last_boxed("\\boxed{a} then \\boxed{{b}+1}") == "{b}+1"
+
+
+async def test_prompt_shots_and_action_prefill(sandbox, tools):
+    """A prompt's few-shot turns go between the system message and the task; agent.prefill starts every action
+    (and stays in the logged turn); an action stopped inside its code block is logged with the block closed."""
+    from agentkd.agent.prompts import load_shots, prompt_id
+
+    model = ScriptedModel([" I compute it.\nCode:\n```py\nx = 6 * 7\nprint(x)", " Done.\nCode:\n```py\nfinal_answer(x)\n```"])
+    cfg = AgentConfig(prompt="codeact_quickstart", prefill="Thought:", stop=["<end_code>", "\n```\n"])
+    traj = await run_episode(TASK, model, sandbox, tools, cfg)
+    assert traj.status == "ok" and traj.final_answer == 42
+    shots = load_shots("codeact_quickstart")
+    sent = model.calls[0]["messages"]
+    assert len(sent) == 2 + len(shots) and [m["role"] for m in sent[1:-1]] == [r for r, _ in shots]
+    assert sent[-1]["content"] == "Task: What is 6 times 7?" and sent[1]["content"] == shots[0][1].strip()
+    assert [c["prefill"] for c in model.calls] == ["Thought:", "Thought:"]
+    assert traj.steps[0].model_output == "Thought: I compute it.\nCode:\n```py\nx = 6 * 7\nprint(x)\n```<end_code>"
+    p = traj.provenance
+    assert p.extra["shots"] == len(shots) and p.extra["action_prefill"] == "Thought:"
+    assert p.prompt_id == prompt_id("codeact_quickstart") and p.prompt_id.startswith("codeact_quickstart@")
+    # the trajectory keeps the task's own turns: shots are the teacher's, not the student's
+    assert to_messages(traj)[1] == {"role": "user", "content": "Task: What is 6 times 7?"}
+    # a model that cannot be prefilled gets no prefill (and none is recorded)
+    plain = ScriptedModel(["Thought: go\nCode:\n```py\nfinal_answer(42)\n```"], supports_prefill=False)
+    traj = await run_episode(TASK, plain, sandbox, tools, cfg)
+    assert plain.calls[0]["prefill"] is None and "action_prefill" not in traj.provenance.extra and traj.status == "ok"
+    assert load_shots("codeact_teacher") == () and prompt_id("codeact_teacher").startswith("codeact_teacher@")

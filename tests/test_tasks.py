@@ -18,7 +18,7 @@ EXPECTED = {
 }
 
 
-QUICKSTART = {"quickstart-train": 40, "quickstart-test": 20}
+QUICKSTART = {"quickstart-train": 28, "quickstart-test": 14}
 
 
 def test_suite_files_are_complete():

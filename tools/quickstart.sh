@@ -2,14 +2,14 @@
 # The main job on the embedded defaults (run by `make quickstart` after set-up): prepare the embedded
 # SmolLM2 teacher, check the sandbox, build a BM25 index over the embedded Wikipedia extracts, then run the
 # whole loop with `agentkd run recipes/quickstart.yaml`: the teacher served by `agentkd serve` collects
-# first-thought-prefixed trajectories for agentkd's own quickstart-train tasks, curate keeps the correct
+# trajectories (few-shot prompt, "Thought:" prefill, 2 samples a task) for agentkd's own quickstart-train tasks, curate keeps the correct
 # ones, a LoRA student is trained on them, and the base and trained student are evaluated with SAG on the
 # held-out quickstart-test tasks. Needs nothing beside the checkout: no ../shared, no network.
 #   VENV=path   the virtualenv to use (default .venv, made by tools/setup.sh)
 #   OUT=dir     the run folder (default runs/quickstart)
-#   UNTIL=stage the last stage to run (default collect; UNTIL=eval runs the whole loop). The embedded 135M
-#               teacher gets few or no quickstart tasks right (0 of 4 in the latest run of this recipe, issue 16),
-#               and curate stops (exit 2) when no trajectory is correct, so the default stops after collect.
+#   UNTIL=stage the last stage to run (default eval: the whole loop; UNTIL=collect stops after collect). With
+#               the codeact_quickstart prompt the embedded 135M teacher gets about 7 of 16 trajectories right
+#               (issue 16; tools/bench/teacher.py measures it); curate stops (exit 2) if none is correct.
 #   extra arguments go to `agentkd run`, e.g. --set collect.tasks.limit=1
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +18,7 @@ case "$VENV" in /*) ;; *) VENV="$PWD/$VENV" ;; esac
 export PATH="$VENV/bin:$PATH"
 export HF_HUB_OFFLINE=1 LITELLM_LOCAL_MODEL_COST_MAP=True TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-runs/quickstart}
-UNTIL=${UNTIL:-collect}
+UNTIL=${UNTIL:-eval}
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 step "agentkd $(python -c 'import agentkd, os; print(agentkd.__version__, "from", os.path.dirname(agentkd.__file__))')"

@@ -30,6 +30,10 @@ class AgentConfig(StrictConfig):
     max_steps: int = Field(default=5, ge=1, description="Code actions before the agent is asked for its final answer.")
     stop: list[str] = Field(default_factory=lambda: ["<end_code>", "\nObservation:"],
                             description="Stop sequences for each action.")
+    prefill: str | None = Field(
+        default=None, description="Text every action starts with (e.g. 'Thought:'), sent as an assistant prefill "
+        "where the model supports it (agentkd serve, local models, vLLM) and left out where it does not; it stays "
+        "in the logged action. With FTP the first action starts with 'Thought: ' + the prefix instead.")
     end_code: str = Field(default="<end_code>", description="Marker appended to a logged action that stopped on it.")
     max_observation_chars: int = Field(default=4000, ge=100, description="Observations longer than this are cut (with a marker).")
     final_step_prompt: str = Field(default="final_step", description="Prompt asking for an answer after max_steps.")

@@ -9,6 +9,11 @@ With `ftp=True` the teacher first answers with plain chain of thought; the first
 becomes the start of the first Thought (assistant prefill where the model supports it, else the
 documented fallback: the user turn asks the model to begin its first Thought with that text). The
 prefix stays in the logged first assistant turn, so a student trained on it learns to produce it.
+
+A prompt's few-shot turns (`shots`) go between the system message and the task; `cfg.prefill` (e.g.
+"Thought:") starts every action where the model can be prefilled. An action that stopped on a stop sequence
+inside its code block (e.g. the closing fence followed by a newline) is logged with the block closed, so
+every logged action has the format a student should learn.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any
 from agentkd import __version__
 from agentkd.agent.config import AgentConfig
 from agentkd.agent.parse import FORMAT_HELP, first_paragraph, parse_action, parse_final_reply
-from agentkd.agent.prompts import prompt_id, render
+from agentkd.agent.prompts import prompt_id, render, render_shots
 from agentkd.agent.sag import sag_action
 from agentkd.core.messages import observation_message
 from agentkd.core.types import Provenance, Step, Task, Trajectory
@@ -97,10 +102,16 @@ async def run_episode(
         if not use_prefill and prefix:
             traj.user_prompt = user = user + FALLBACK_INSTRUCTION.format(prefix=prefix)
 
-    messages: list[dict[str, Any]] = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    shots = render_shots(cfg.prompt, **values)
+    if shots:
+        prov.extra["shots"] = len(shots)
+    action_prefill = cfg.prefill if cfg.prefill and model.supports_prefill else None
+    if action_prefill:
+        prov.extra["action_prefill"] = action_prefill
+    messages: list[dict[str, Any]] = [{"role": "system", "content": system}, *shots, {"role": "user", "content": user}]
     params = {k: v for k, v in sampling.items() if k in ("temperature", "top_p", "max_tokens")}
     for i in range(cfg.max_steps):
-        prefill = ("Thought: " + prefix) if (i == 0 and prefix and prov.prefix_mode == "prefill") else None
+        prefill = ("Thought: " + prefix) if (i == 0 and prefix and prov.prefix_mode == "prefill") else action_prefill
         t0 = time.perf_counter()
         pick = None
         try:
@@ -119,6 +130,8 @@ async def run_episode(
             return traj.finish("error", f"model error at step {i}: {e}")
         latency = time.perf_counter() - t0
         action = parse_action(output)
+        if action.code is not None and output.count("```") % 2:  # stopped inside the block: close it
+            output = output.rstrip() + "\n```"
         if action.code is not None and cfg.end_code and cfg.end_code not in output:
             output = output.rstrip() + cfg.end_code
         step = Step(index=i, model_output=output, thought=action.thought, code=action.code,
