@@ -161,6 +161,43 @@ def test_changed_eval_config_reruns_only_evaluation(loop):
     assert json.loads((out / "summary.json").read_text())["stages"]["eval-trained"]["status"] == "rerun"
 
 
+def test_killed_during_training_resumes_from_its_last_checkpoint(tmp_path, tiny_qwen25):
+    """SIGKILL of `agentkd run` (no clean stop) while it trains; the rerun continues from the newest complete
+    checkpoint, keeps the finished stages and ends with the full step count."""
+    import os
+    import signal
+    import subprocess
+
+    with StandinServer(questions=TRAIN_Q + TEST_Q) as srv:
+        rec, out = recipe(tmp_path, srv.url, tiny_qwen25), tmp_path / "out"
+        data = yaml.safe_load(rec.read_text())
+        data["train"].update(max_steps=30, save_steps=2, lr=1e-3)
+        del data["evaluate"]
+        rec.write_text(yaml.safe_dump(data))
+        proc = subprocess.Popen([sys.executable, "-m", "agentkd", "run", str(rec), "--out", str(out), "-q"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        ck = out / "model" / "checkpoints"
+        try:
+            deadline = time.monotonic() + 600
+            while not (ck / "checkpoint-4" / "trainer_state.json").exists():
+                assert proc.poll() is None and time.monotonic() < deadline, "training never reached checkpoint-4"
+                time.sleep(0.05)
+            os.killpg(proc.pid, signal.SIGKILL)
+        finally:
+            proc.wait(30)
+        assert not (out / "model" / "adapter_model.safetensors").exists()
+        done = {int(p.name.split("-")[1]) for p in ck.iterdir() if (p / "trainer_state.json").exists()}
+        requests = len(srv.requests)
+        res = run_recipe(rec, out=out, progress=False, echo=lambda s: None)
+        status = {o.name: o.status for o in res.stages}
+        assert status["collect"] == status["curate"] == "skipped" and status["train"] == "resumed", status
+        train = next(o for o in res.stages if o.name == "train")
+        assert train.detail["resumed_from"] == f"checkpoint-{max(done)}"
+        assert len(srv.requests) == requests  # the teacher was not asked again
+        prov = json.loads((out / "model" / "agentkd_provenance.json").read_text())
+        assert prov["metrics"]["global_step"] == 30
+
+
 def test_action_rate_counts_parsed_actions_that_ran(tmp_path):
     from agentkd.core.types import Step, Task
     from agentkd.pipeline.summary import action_rate

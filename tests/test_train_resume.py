@@ -81,3 +81,20 @@ def test_unknown_train_key_names_its_path(tmp_path):
 
     with pytest.raises(ConfigError, match=r"quickstart.yaml: train\.lora\.rank: unknown key"):
         load_recipe(REPO / "recipes" / "quickstart.yaml", ["train.lora.rank=8"])
+
+
+def test_a_checkpoint_half_written_when_the_run_died_is_skipped(tmp_path):
+    from agentkd.train.run import last_checkpoint
+
+    ck = tmp_path / "checkpoints"
+    assert last_checkpoint(tmp_path) is None
+    for step, state in ((2, '{"global_step": 2}'), (4, None), (6, '{"global_st')):  # 4: no state, 6: torn
+        d = ck / f"checkpoint-{step}"
+        d.mkdir(parents=True)
+        (d / "adapter_model.safetensors").write_bytes(b"x")
+        if state is not None:
+            (d / "trainer_state.json").write_text(state)
+    (ck / "checkpoint-10.tmp").mkdir()  # not a checkpoint name
+    assert last_checkpoint(tmp_path) == str(ck / "checkpoint-2")
+    (ck / "checkpoint-4" / "trainer_state.json").write_text('{"global_step": 4}')
+    assert last_checkpoint(tmp_path) == str(ck / "checkpoint-4")

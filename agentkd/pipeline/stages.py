@@ -142,19 +142,19 @@ def _curate(plan: Plan, stage: Stage, progress: bool, **_: Any) -> dict[str, Any
 
 
 def _train(plan: Plan, stage: Stage, progress: bool, stop_after: int | None = None, **_: Any) -> dict[str, Any]:
-    from agentkd.train.run import train
+    from agentkd.train.run import last_checkpoint, train
 
     cfg = stage.config.model_copy(update={"progress": progress and stage.config.progress})
-    cks = _checkpoints(stage.out)
-    if not cks and stage.out.exists():
+    last = last_checkpoint(stage.out)  # the newest complete one (a kill while saving leaves a torn one)
+    if last is None and stage.out.exists():
         shutil.rmtree(stage.out)  # a start that saved nothing: begin again
-    out = train(cfg, resume=bool(cks), stop_after=stop_after, file=str(plan.recipe))
+    out = train(cfg, resume=last is not None, stop_after=stop_after, file=str(plan.recipe))
     if not complete(stage):
         done = _checkpoints(out)
         at = done[-1].name if done else "no checkpoint"
         raise StageStopped(f"train: stopped before the last step ({at} in {out / 'checkpoints'}); rerun "
                            "`agentkd run` to resume from it", EXIT_INTERRUPTED)
-    return {"resumed_from": cks[-1].name if cks else None}
+    return {"resumed_from": Path(last).name if last else None}
 
 
 def _evaluate(plan: Plan, stage: Stage, progress: bool, **_: Any) -> dict[str, Any]:

@@ -107,10 +107,22 @@ def hub_snapshot(repo_id: str, file: str | None = None) -> Path:
 
 
 def last_checkpoint(out: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
+    """The newest *complete* checkpoint in OUT/checkpoints. transformers writes a checkpoint in place and its
+    trainer_state.json last, and its own `get_last_checkpoint` takes the highest-numbered folder, so a run killed
+    while saving would resume from a half-written one (no optimizer or state): those are skipped here."""
     ck = out / "checkpoints"
-    return get_last_checkpoint(str(ck)) if ck.is_dir() else None
+    if not ck.is_dir():
+        return None
+    found = sorted(((int(m.group(1)), p) for p in ck.iterdir()
+                    if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name))), reverse=True)
+    for _step, path in found:
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            log.warning("skipping %s: incomplete (the run stopped while saving it)", path)
+            continue
+        return str(path)
+    return None
 
 
 def preflight(config: TrainConfig, *, resume: bool = False, file: str | None = None) -> Plan:
