@@ -8,7 +8,7 @@
 #   VENV=path   the virtualenv to use (default .venv, made by tools/setup.sh)
 #   OUT=dir     the run folder (default runs/quickstart)
 #   UNTIL=stage the last stage to run (default eval: the whole loop; UNTIL=collect stops after collect). With
-#               the codeact_quickstart prompt the embedded 135M teacher gets about 7 of 16 trajectories right
+#               the codeact_quickstart prompt the embedded 135M teacher gets 9 of 32 trajectories right in the README run
 #               (issue 16; tools/bench/teacher.py measures it); curate stops (exit 2) if none is correct.
 #   extra arguments go to `agentkd run`, e.g. --set collect.tasks.limit=1
 set -euo pipefail
