@@ -2,7 +2,7 @@
 # The main job on the embedded defaults (run by `make quickstart` after set-up): prepare the embedded
 # SmolLM2 teacher, check the sandbox, build a BM25 index over the embedded Wikipedia extracts, then run the
 # whole loop with `agentkd run recipes/quickstart.yaml`: the teacher served by `agentkd serve` collects
-# trajectories (few-shot prompt, "Thought:" prefill, 2 samples a task) for agentkd's own quickstart-train tasks, curate keeps the correct
+# trajectories (few-shot prompt, "Thought:" prefill, 4 samples a task) for agentkd's own quickstart-train tasks, curate keeps the correct
 # ones, a LoRA student is trained on them, and the base and trained student are evaluated with SAG on the
 # held-out quickstart-test tasks. Needs nothing beside the checkout: no ../shared, no network.
 #   VENV=path   the virtualenv to use (default .venv, made by tools/setup.sh)
