@@ -31,25 +31,26 @@ def shipped_prompts() -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=64)
-def load_prompt(name: str) -> dict[str, str]:
+def _read(name: str) -> dict[str, Any]:
+    """The prompt file's YAML, read once (its text parts and its shots come from it)."""
     ref = Path(name) if name.endswith((".yaml", ".yml")) else shipped_prompts().get(name)
     if ref is None or not ref.is_file():
         known = ", ".join(sorted(shipped_prompts()))
         raise ConfigError(f"unknown prompt {name!r} (known: {known}, or a .yaml path)", path="agent.prompt")
     with resources.as_file(ref) as path:
-        data = load_yaml(path)
-    return {k: v for k, v in data.items() if isinstance(v, str)}
+        return load_yaml(path)
+
+
+@functools.lru_cache(maxsize=64)
+def load_prompt(name: str) -> dict[str, str]:
+    return {k: v for k, v in _read(name).items() if isinstance(v, str)}
 
 
 @functools.lru_cache(maxsize=64)
 def load_shots(name: str) -> tuple[tuple[str, str], ...]:
     """The prompt's few-shot turns as (role, content template) pairs; () when it has none."""
-    ref = Path(name) if name.endswith((".yaml", ".yml")) else shipped_prompts().get(name)
-    load_prompt(name)  # the same error for an unknown prompt
-    with resources.as_file(ref) as path:
-        shots = load_yaml(path).get("shots") or []
     out = []
-    for i, turn in enumerate(shots):
+    for i, turn in enumerate(_read(name).get("shots") or []):
         if not (isinstance(turn, dict) and turn.get("role") in ("user", "assistant")
                 and isinstance(turn.get("content"), str)):
             raise ConfigError(f"prompt {name!r}: shots[{i}] must be {{role: user|assistant, content: text}}",
@@ -58,13 +59,17 @@ def load_shots(name: str) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def render_shots(name: str, **values: Any) -> list[dict[str, str]]:
-    """The few-shot turns as chat messages, each rendered with the prompt's values."""
+@functools.lru_cache(maxsize=64)
+def _shot_templates(name: str) -> tuple[tuple[str, Any], ...]:
     import jinja2
 
     env = jinja2.Environment(undefined=jinja2.StrictUndefined)
-    return [{"role": role, "content": env.from_string(text).render(**values).strip()}
-            for role, text in load_shots(name)]
+    return tuple((role, env.from_string(text)) for role, text in load_shots(name))
+
+
+def render_shots(name: str, **values: Any) -> list[dict[str, str]]:
+    """The few-shot turns as chat messages, each rendered with the prompt's values (compiled once)."""
+    return [{"role": role, "content": t.render(**values).strip()} for role, t in _shot_templates(name)]
 
 
 @functools.lru_cache(maxsize=64)
