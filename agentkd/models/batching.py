@@ -75,6 +75,10 @@ class Request:
     finished: bool = False
     ids: list[int] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        # a stop string of L characters spans at most L tokens (+1 for a partial byte-level token)
+        self.stop_window = max(len(s) for s in self.stop) + 2 if self.stop else 0
+
     @property
     def greedy(self) -> bool:
         return not self.temperature or self.temperature <= 0
@@ -157,13 +161,11 @@ class _RowTracker:
         self.rows, self.eos, self.finish, self.tokenizer = rows, eos, finish, tokenizer
 
     def _stopped(self, row: Row) -> bool:
-        stop = row.req.stop
-        if not stop:
+        req = row.req
+        if not req.stop:
             return False
-        # a stop string of L characters spans at most L tokens (+1 for a partial byte-level token)
-        window = max(len(s) for s in stop) + 2
-        tail = self.tokenizer.decode(row.tokens[-window:], skip_special_tokens=True)
-        return any(s in tail for s in stop)
+        tail = self.tokenizer.decode(row.tokens[-req.stop_window:], skip_special_tokens=True)
+        return any(s in tail for s in req.stop)
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         import torch
