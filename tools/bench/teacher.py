@@ -9,8 +9,8 @@ HTTP hop), then scores every trajectory with the suite's scorer and prints:
 
 * success rate: correct trajectories / trajectories (what rejection sampling keeps for curation), overall,
   by domain, and how many tasks have at least one correct trajectory;
-* well-formed share: steps whose reply had a code block that ran without error / code-action steps (the
-  final reply asked for after max_steps is not a code action and is not counted);
+* well-formed share: steps with a parsed code action that ran without error / steps, with a bootstrap CI
+  over tasks (`agentkd.pipeline.summary.action_rate`, the number `agentkd run`'s summary reports);
 * statuses (ok = final_answer() called, max_steps), generated tokens, wall time and tokens per second
   (completion tokens / wall time: the whole run, sandboxes and search included), and the load average
   (the machine may be shared: times are pessimistic then).
@@ -25,6 +25,7 @@ import collections
 import os
 import tempfile
 import time
+from pathlib import Path
 
 for _k, _v in (("HF_HUB_OFFLINE", "1"), ("LITELLM_LOCAL_MODEL_COST_MAP", "True"), ("TOKENIZERS_PARALLELISM", "false")):
     os.environ.setdefault(_k, _v)
@@ -42,6 +43,7 @@ def main() -> None:
     from agentkd.core.config import load_recipe
     from agentkd.core.jsonl import read_models
     from agentkd.core.types import Trajectory
+    from agentkd.pipeline.summary import action_rate
     from agentkd.score.base import score_trajectory
 
     cfg = load_recipe(a.recipe, a.overrides)["collect"]
@@ -52,6 +54,7 @@ def main() -> None:
         summary = collect(cfg, out, progress=False)
         wall = time.perf_counter() - t0
         trajs = list(read_models(os.path.join(out, "trajectories.jsonl"), Trajectory))
+        rate = action_rate(Path(out), seed=0, n_resamples=1000)  # the summary's well-formed actions
     load = os.getloadavg()
 
     correct = {id(t): bool(score_trajectory(t).correct) for t in trajs}
@@ -62,9 +65,7 @@ def main() -> None:
         by_domain[t.task.domain][1] += 1
         if correct[id(t)]:
             solved.add(t.task.id)
-    actions = [s for t in trajs for s in t.steps if not (s.is_final and s.code is None)]
-    with_code = [s for s in actions if s.code is not None]
-    well_formed = [s for s in with_code if s.error is None]
+    with_code = sum(s.code is not None for t in trajs for s in t.steps)
     tokens = sum(s.tokens_out for t in trajs for s in t.steps)
     ok = sum(correct.values())
     n = len(trajs)
@@ -74,8 +75,8 @@ def main() -> None:
           f"max_steps {cfg.agent.max_steps}  samples {cfg.samples}")
     print(f"success rate: {ok}/{n} = {ok / max(n, 1):.2f} correct trajectories; tasks with >=1 correct: "
           f"{len(solved)}/{tasks}; " + ", ".join(f"{d} {c}/{m}" for d, (c, m) in sorted(by_domain.items())))
-    print(f"well-formed actions: {len(well_formed)}/{len(actions)} = {len(well_formed) / max(len(actions), 1):.2f} "
-          f"(with a code block: {len(with_code)}/{len(actions)})")
+    print(f"well-formed actions (a parsed code action that ran without error ÷ steps, as agentkd run's summary): "
+          f"{rate['good_steps']}/{rate['steps']} = {rate['rate']} {rate['ci95']} (with a code block: {with_code})")
     print(f"statuses: {dict(collections.Counter(t.status for t in trajs))}; infra failures {summary.failed_infra}")
     print(f"wall {wall:.1f} s, {tokens} completion tokens, {tokens / wall:.1f} tokens/s; "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs")
