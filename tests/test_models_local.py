@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from agentkd.models.config import ModelConfig
@@ -126,3 +128,16 @@ async def test_lora_adapter_is_applied(tiny_qwen, tmp_path):
         b = plain.model(**ids).logits
     assert not torch.allclose(a, b), "adapter weights must change the output"
     assert with_adapter.describe()["adapter"] == str(tmp_path / "adapter")
+    # the adapted model decodes with shared-prefix attention too, and its replies are the adapter's: what
+    # transformers' own greedy `generate` gives on the adapted model, alone and batched with a request
+    # sharing the prompt
+    assert with_adapter.worker.cascade
+    with torch.no_grad():
+        ref = with_adapter.model.generate(**ids, max_new_tokens=6, do_sample=False)
+    want = with_adapter.tokenizer.decode(ref[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    [alone] = await with_adapter.generate(MSG, temperature=0.0, max_tokens=6)
+    assert alone.text == want and want
+    together = await asyncio.gather(with_adapter.generate(MSG, temperature=0.0, max_tokens=6),
+                                    with_adapter.generate(MSG, temperature=1.0, max_tokens=6, seed=1, n=2))
+    assert together[0][0].text == alone.text
+    assert with_adapter.worker.batches[-1] == 3

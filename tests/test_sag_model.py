@@ -32,7 +32,8 @@ async def test_shared_prefill_samples_match_separately_prefilled_samples(tiny_qw
     # each sample alone in its batch (its own prefill) is the same sample: row seeds, not the batch, decide
     alone = TransformersModel(tiny_qwen, device="cpu", batch=LocalBatchConfig(max_sequences=1))
     want = await alone.generate(MSG, **kw)
-    assert alone.worker.batches == [1, 1, 1, 1] and alone.worker.shared == [0, 0, 0, 0]
+    # (alone, a row's prompt but its last token is prefilled as its batch's prefix, at batch 1)
+    assert alone.worker.batches == [1, 1, 1, 1] and alone.worker.shared == [plen - 1] * 4
     assert [c.text for c in comps] == [c.text for c in want] and len({c.text for c in want}) > 1
 
 

@@ -44,6 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentkd.core.config import ConfigError
 from agentkd.models.base import Completion, Usage, truncate_at_stop
 
 log = logging.getLogger(__name__)
@@ -108,83 +109,57 @@ def _nucleus(sp: Any, si: Any, top_p: Any, u: Any) -> Any:
     return si.gather(1, pos).squeeze(1)
 
 
-class _RowSampler:
-    """Logits processor: chooses every live row's next token (see the module docstring) and returns
-    scores that let only that token through, so `generate`'s greedy step takes it."""
+def sample(rows: list[Row], scores: Any) -> Any:
+    """Each row's next token from its logits `scores` [rows, vocab] (see the module docstring), with the
+    token's log-probability under the raw logits appended to the row's `logprobs`."""
+    import torch
 
-    def __init__(self, rows: list[Row]):
-        import torch
-
-        self.rows = rows
-        self.sampled = [i for i, r in enumerate(rows) if r.gen is not None]
-        self.temps = torch.tensor([float(rows[i].req.temperature or 1.0) for i in self.sampled])
-        self.top_p = torch.tensor([rows[i].req.top_p if rows[i].req.top_p is not None else 1.0
-                                   for i in self.sampled])
-
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        import torch
-
-        scores = scores.float()
-        chosen = scores.argmax(-1)
-        live = [j for j, i in enumerate(self.sampled) if self.rows[i].end is None]
-        if live:
-            idx = torch.tensor([self.sampled[j] for j in live], device=scores.device)
-            temps = self.temps[live].to(scores.device)[:, None]
-            top_p = self.top_p[live].to(scores.device)[:, None]
-            probs = torch.softmax(scores[idx] / temps, dim=-1)
-            u = torch.tensor([float(torch.rand((), generator=self.rows[self.sampled[j]].gen)) for j in live],
-                             device=scores.device, dtype=probs.dtype)
-            # top-p over the k most likely tokens only for the rows whose top k reach their top_p: the kept set
-            # is then the same as over the sorted vocabulary (the full 49k sort was ~8% of a batched SAG step);
-            # the other rows sort all of it. Per row, so a row's sample does not depend on its batch.
-            sp, si = probs.topk(min(_TOP_K, probs.shape[1]), dim=-1)
-            full = (sp.sum(-1) < top_p[:, 0]).nonzero().squeeze(1)
-            pick = _nucleus(sp, si, top_p, u)
-            if len(full):
-                fp, fi = probs[full].sort(dim=-1, descending=True)
-                pick[full] = _nucleus(fp, fi, top_p[full], u[full])
-            chosen[idx] = pick
-        # log p(chosen) = logit - logsumexp(logits): no full log_softmax tensor
-        logp = (scores.gather(1, chosen[:, None]).squeeze(1) - torch.logsumexp(scores, dim=-1)).tolist()
-        for i, row in enumerate(self.rows):
-            if row.end is None:
-                row.logprobs.append(logp[i])
-        out = torch.full_like(scores, float("-inf"))
-        return out.scatter_(1, chosen[:, None], 0.0)
+    scores = scores.float()
+    chosen = scores.argmax(-1)
+    sampled = [i for i, r in enumerate(rows) if r.gen is not None]
+    if sampled:
+        idx = torch.tensor(sampled, device=scores.device)
+        temps = torch.tensor([float(rows[i].req.temperature or 1.0) for i in sampled], device=scores.device)
+        top_p = torch.tensor([rows[i].req.top_p if rows[i].req.top_p is not None else 1.0 for i in sampled],
+                             device=scores.device)[:, None]
+        probs = torch.softmax(scores[idx] / temps[:, None], dim=-1)
+        u = torch.tensor([float(torch.rand((), generator=rows[i].gen)) for i in sampled], device=scores.device,
+                         dtype=probs.dtype)
+        # top-p over the k most likely tokens only for the rows whose top k reach their top_p: the kept set
+        # is then the same as over the sorted vocabulary (the full 49k sort was ~8% of a batched SAG step);
+        # the other rows sort all of it. Per row, so a row's sample does not depend on its batch.
+        sp, si = probs.topk(min(_TOP_K, probs.shape[1]), dim=-1)
+        full = (sp.sum(-1) < top_p[:, 0]).nonzero().squeeze(1)
+        pick = _nucleus(sp, si, top_p, u)
+        if len(full):
+            fp, fi = probs[full].sort(dim=-1, descending=True)
+            pick[full] = _nucleus(fp, fi, top_p[full], u[full])
+        chosen[idx] = pick
+    # log p(chosen) = logit - logsumexp(logits): no full log_softmax tensor
+    logp = (scores.gather(1, chosen[:, None]).squeeze(1) - torch.logsumexp(scores, dim=-1)).tolist()
+    for row, lp in zip(rows, logp, strict=True):
+        row.logprobs.append(lp)
+    return chosen
 
 
-class _RowTracker:
-    """Stopping criterion: records each live row's new token and ends rows on EOS, a stop string in their
-    generated text, or their max_tokens; finishes a request as soon as all its rows are done."""
+def _stopped(row: Row, tokenizer: Any) -> bool:
+    req = row.req
+    if not req.stop:
+        return False
+    tail = tokenizer.decode(row.tokens[-req.stop_window:], skip_special_tokens=True)
+    return any(s in tail for s in req.stop)
 
-    def __init__(self, rows: list[Row], eos: set[int], finish: Callable[[Request], None], tokenizer: Any):
-        self.rows, self.eos, self.finish, self.tokenizer = rows, eos, finish, tokenizer
 
-    def _stopped(self, row: Row) -> bool:
-        req = row.req
-        if not req.stop:
-            return False
-        tail = self.tokenizer.decode(row.tokens[-req.stop_window:], skip_special_tokens=True)
-        return any(s in tail for s in req.stop)
-
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch
-
-        new = input_ids[:, -1].tolist()
-        for row, tok in zip(self.rows, new, strict=True):
-            if row.end is not None:
-                continue
-            if tok in self.eos:
-                row.end = "eos"
-            else:
-                row.tokens.append(tok)
-                if self._stopped(row):
-                    row.end = "stop"
-                elif len(row.tokens) >= row.req.max_tokens:
-                    row.end = "length"
-            if row.end is not None:
-                self.finish(row.req)
-        return torch.tensor([r.end is not None for r in self.rows], dtype=torch.bool, device=input_ids.device)
+def advance(row: Row, token: int, eos: set[int], tokenizer: Any) -> None:
+    """Record a row's new token; end the row on EOS, a stop string in its generated text, or its max_tokens."""
+    if token in eos:
+        row.end = "eos"
+        return
+    row.tokens.append(token)
+    if _stopped(row, tokenizer):
+        row.end = "stop"
+    elif len(row.tokens) >= row.req.max_tokens:
+        row.end = "length"
 
 
 def completions(req: Request, tokenizer: Any) -> list[Completion]:
@@ -229,7 +204,10 @@ class BatchWorker:
     `submit` may be called from any thread; `Request.deliver` is called on the worker thread."""
 
     def __init__(self, model: Any, tokenizer: Any, *, device: str, max_sequences: int, max_tokens: int,
-                 window_s: float, min_shared: int = 16, idle_s: float = 30.0, threads: int = 1):
+                 window_s: float, min_shared: int = 16, idle_s: float = 30.0, threads: int = 1,
+                 attention: str = "auto"):
+        from agentkd.models.shared_prefix import supported
+
         self.model, self.tokenizer, self.device = model, tokenizer, device
         self.max_sequences, self.max_tokens, self.window_s, self.idle_s = max_sequences, max_tokens, window_s, idle_s
         self._queue: queue.Queue[Request] = queue.Queue()
@@ -241,6 +219,13 @@ class BatchWorker:
         self.spread_ms: list[float] = []  # first to last arrival of the requests in each batch
         self.min_shared = min_shared
         self.threads = threads
+        if attention == "shared_prefix" and not supported(model):
+            raise ConfigError(f"{type(model).__name__} does not support shared-prefix attention", path="batch.attention")
+        self.cascade = attention == "shared_prefix" or (attention == "auto" and supported(model))
+        if str(device).startswith("cpu"):
+            from agentkd.models.decode import use_skinny_linears
+
+            use_skinny_linears(model)
         self.cache_kw = _cache_kw()
         gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         gen_eos = gen_eos if isinstance(gen_eos, list) else [gen_eos]
@@ -362,41 +347,6 @@ class BatchWorker:
             req.finished = True
             req.deliver(None, error)
 
-    def _inputs(self, rows: list[Row]) -> tuple[Any, Any, Any]:
-        """Input ids, attention mask and the prefilled KV cache of a batch (all of each prompt but its last
-        token, which `generate`'s first step runs). Prompts are left-padded; when the rows share a prefix of at
-        least `min_shared` tokens (0: never; e.g. the same system prompt, or the n samples of one request) it is
-        prefilled once and its cache copied to every row, the padding going between it and each row's rest:
-        [prefix][pad...][rest]. Position ids follow the attention mask, so each row sees the positions it has
-        alone. Only the last position's logits are computed (the prompt's others are never read)."""
-        import torch
-
-        pad = self.tokenizer.pad_token_id
-        prompts = [r.req.ids for r in rows]
-        shared = _common_prefix(prompts) if len(rows) > 1 else 0
-        shared = min(shared, min(len(p) for p in prompts) - 1)  # every row keeps a token to feed generate
-        if not (self.min_shared and shared >= self.min_shared):
-            shared = 0
-        width = max(len(p) for p in prompts) - shared
-        ids = torch.tensor([p[:shared] + [pad] * (width - len(p) + shared) + p[shared:] for p in prompts])
-        mask = torch.tensor([[1] * shared + [0] * (width - len(p) + shared) + [1] * (len(p) - shared)
-                             for p in prompts])
-        self.shared.append(shared)
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        kw: dict[str, Any] = {"use_cache": True, "logits_to_keep": 1}
-        cache = None
-        if shared:
-            out = self.model(input_ids=ids[:1, :shared], **kw)
-            cache = getattr(out, self.cache_kw)
-            cache.batch_repeat_interleave(len(rows))
-        if ids.shape[1] - 1 > shared:
-            if not bool(mask.all()):  # padded: the mask and the positions it implies (else the same as none)
-                kw["attention_mask"] = mask[:, :-1]
-                kw["position_ids"] = (mask.cumsum(-1) - 1).clamp_(min=0)[:, shared:-1]
-            out = self.model(input_ids=ids[:, shared:-1], **{self.cache_kw: cache}, **kw)
-            cache = getattr(out, self.cache_kw)
-        return ids, mask, cache
-
     def _threads(self) -> int | None:
         """Threads for a batch, when they differ from torch's current setting (CPU only)."""
         import torch
@@ -405,16 +355,45 @@ class BatchWorker:
             return None
         return self.threads if self.threads != torch.get_num_threads() else None
 
-    def _decode(self, rows: list[Row], ids: Any, mask: Any, cache: Any) -> None:
-        from transformers import LogitsProcessorList, StoppingCriteriaList
+    def _shared(self, prompts: list[list[int]]) -> int:
+        """Prompt tokens prefilled once for the whole batch: the prefix all rows share when it is at least
+        `min_shared` tokens (0: never), or all of a lone row's prompt but its last token; every row keeps at
+        least one token of its own, whose logits start its reply."""
+        if len(prompts) == 1:
+            return len(prompts[0]) - 1 if self.cascade else 0
+        shared = min(_common_prefix(prompts), min(len(p) for p in prompts) - 1)
+        return shared if self.min_shared and shared >= self.min_shared else 0
 
-        self.model.generate(
-            input_ids=ids, attention_mask=mask, **{self.cache_kw: cache},
-            max_new_tokens=max(r.req.max_tokens for r in rows), do_sample=False,
-            temperature=None, top_p=None, top_k=None, pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=sorted(self.eos), logits_processor=LogitsProcessorList([_RowSampler(rows)]),
-            stopping_criteria=StoppingCriteriaList([_RowTracker(rows, self.eos, self._finish, self.tokenizer)]),
-        )
+    def _decode(self, rows: list[Row]) -> None:
+        """Prefill the batch, then one token per live row per step; a row leaves the batch when it ends (its
+        request is answered once all its rows have) or when its caller gave up."""
+        import torch
+
+        from agentkd.models.decode import PlainBatch, SharedPrefixBatch
+
+        prompts = [r.req.ids for r in rows]
+        shared = self._shared(prompts)
+        self.shared.append(shared)
+        kind = SharedPrefixBatch if self.cascade else PlainBatch
+        batch = kind(self.model, prompts, shared, max(r.req.max_tokens for r in rows), device=self.device,
+                     pad_id=self.tokenizer.pad_token_id, cache_kw=self.cache_kw)
+        logits, live = batch.prefill(), rows
+        while True:
+            tokens = sample(live, logits).tolist()
+            for row, token in zip(live, tokens, strict=True):
+                advance(row, token, self.eos, self.tokenizer)
+                if row.end is not None:
+                    self._finish(row.req)
+                elif row.req.abandoned():
+                    row.end, row.req.finished = "abandoned", True
+            keep = [i for i, r in enumerate(live) if r.end is None]
+            if not keep:
+                return
+            if len(keep) < len(live):
+                index = torch.tensor(keep, device=self.device)
+                batch.select(index)
+                live, tokens = [live[i] for i in keep], [tokens[i] for i in keep]
+            logits = batch.step(torch.tensor(tokens, device=self.device))
 
     def _run_batch(self, rows: list[Row]) -> None:
         import torch
@@ -428,7 +407,7 @@ class BatchWorker:
                 if threads:
                     torch.set_num_threads(threads)
                 try:
-                    self._decode(rows, *self._inputs(rows))
+                    self._decode(rows)
                 finally:
                     if threads:
                         torch.set_num_threads(before)
@@ -437,7 +416,3 @@ class BatchWorker:
             for r in rows:
                 self._fail(r.req, e)
             return
-        for r in rows:  # generate ran out of new tokens (each row's own limit is checked as it goes)
-            if r.end is None:
-                r.end = "length"
-            self._finish(r.req)

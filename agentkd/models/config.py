@@ -19,7 +19,7 @@ class SamplingConfig(StrictConfig):
 
 
 class LocalBatchConfig(StrictConfig):
-    """How a local model batches concurrent requests into one `generate` call."""
+    """How a local model batches concurrent requests into one batch of rows decoded together."""
 
     max_sequences: int = Field(default=16, ge=1, description="Most rows (samples) in one batch.")
     max_tokens: int = Field(
@@ -34,6 +34,12 @@ class LocalBatchConfig(StrictConfig):
     share_prefix: int = Field(
         default=16, ge=0,
         description="Rows of a batch sharing at least this many leading prompt tokens prefill them once (0: off).",
+    )
+    attention: Literal["auto", "shared_prefix", "plain"] = Field(
+        default="auto",
+        description="shared_prefix: the batch's common prefix is kept once and attended by all rows (cascade "
+        "attention; models with full causal attention only); plain: a transformers cache holding the prefix once "
+        "per row; auto: shared_prefix where the model supports it.",
     )
     threads: int = Field(
         default=1, ge=0,

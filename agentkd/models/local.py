@@ -79,7 +79,7 @@ class TransformersModel(ChatModel):
         self.worker = BatchWorker(self.model, self.tokenizer, device=self.device,
                                   max_sequences=self.batch.max_sequences, max_tokens=self.batch.max_tokens,
                                   window_s=self.batch.window_ms / 1000, min_shared=self.batch.share_prefix,
-                                  threads=self.batch.threads)
+                                  threads=self.batch.threads, attention=self.batch.attention)
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.name, "provider": self.provider, "path": str(self.path), "adapter": self.adapter}
