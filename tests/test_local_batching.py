@@ -155,6 +155,29 @@ async def test_cancelled_request_does_not_break_the_others(model):
         await slow
 
 
+async def test_a_request_cancelled_while_its_batch_decodes_leaves_the_batch(model, monkeypatch):
+    """The rows of a request whose caller gave up stop costing decode steps (the others go on)."""
+    loop = asyncio.get_running_loop()
+    rows_seen: list[int] = []
+    real = model.model.forward
+    kw = {"temperature": 1.0, "max_tokens": 40, "seed": 5, "stop": None}
+    gone = asyncio.ensure_future(model.generate(PROMPTS[0], n=3, **kw))
+
+    def forward(*args, **k):
+        rows_seen.append(k["input_ids"].shape[0])
+        if len(rows_seen) == 6:  # prefill + 4 decode steps: the caller gives up
+            loop.call_soon_threadsafe(gone.cancel)
+        return real(*args, **k)
+
+    monkeypatch.setattr(model.model, "forward", forward)
+    kept = asyncio.ensure_future(model.generate(PROMPTS[2], **kw))
+    [c] = await kept
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    assert rows_seen[1] == 4 and rows_seen[-1] == 1, rows_seen  # 3 + 1 rows, then the kept one alone
+    assert c.usage.completion_tokens == 40 or c.finish_reason == "stop"
+
+
 async def test_per_row_temperature_and_top_p_are_applied(model):
     [greedy] = await model.generate(PROMPTS[1], temperature=0.0, max_tokens=20)
     cold, nucleus, hot = await together(model, [

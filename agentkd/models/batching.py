@@ -1,34 +1,36 @@
-"""Static batching for local models: concurrent requests share one transformers `generate` call.
+"""Static batching for local models: concurrent requests are decoded together as the rows of one batch.
 
 Requests go into a thread-safe queue; one generation worker thread takes whatever is waiting (after a short
 collection window counted from the oldest waiting request), expands each request into rows (n samples, or
-one row for greedy requests, whose n answers are copies), left-pads the prompts with an attention mask and
-runs them as one batch. Requests that arrive while a batch runs wait and form the next one (no continuous
-batching). A batch holds at most `max_sequences` rows and `max_tokens` (rows x (longest prompt + longest
-max_tokens)); a request's rows may be split over consecutive batches. Prompts are tokenized on the worker
-thread, so requests gathered on the event loop reach the queue together. A prefix all rows share (the
-system prompt of concurrent episodes, the n samples of one request) is prefilled once for the batch: on a
-CPU, prefill of long agent prompts costs far more than decoding and gains nothing from batching otherwise.
-The worker prefills the prompts itself (only the last position's logits are computed) and runs each batch
-on `threads` torch threads (default 1, CPU only; restored after the batch). On the 2-vCPU VM shared with
-other jobs, torch's own count (2) made every op wait at an OpenMP barrier for a descheduled thread: a
-4-row, 40-token batch took 54-82 s on 2 threads and 9 s on 1, a 220-token prefill 2-7 s against 0.7-1.2 s.
-That is what made `agentkd serve` + `agentkd collect` at concurrency 4 run past 7 minutes: batch-1
-decoding (a gemv) runs on one thread anyway, so the serialised model mostly escaped it.
+one row for greedy requests, whose n answers are copies) and runs them as one batch. Requests that arrive
+while a batch runs wait and form the next one (no continuous batching). A batch holds at most
+`max_sequences` rows and `max_tokens` (rows x (longest prompt + longest max_tokens)); a request's rows may be
+split over consecutive batches. Prompts are tokenized on the worker thread, so requests gathered on the
+event loop reach the queue together. A prefix all rows share (the system prompt of concurrent episodes, the
+n samples of one request) is prefilled once for the batch: on a CPU, prefill of long agent prompts costs far
+more than decoding and gains nothing from batching otherwise. The forward passes (agentkd/models/decode.py)
+keep that prefix once and attend to it from every row (agentkd/models/shared_prefix.py), and a row leaves
+the batch as soon as it ends. Each batch runs on `threads` torch threads (default 1, CPU only; restored
+after the batch). On the 2-vCPU VM shared with other jobs, torch's own count (2) made every op wait at an
+OpenMP barrier for a descheduled thread: a 4-row, 40-token batch took 54-82 s on 2 threads and 9 s on 1, a
+220-token prefill 2-7 s against 0.7-1.2 s. That is what made `agentkd serve` + `agentkd collect` at
+concurrency 4 run past 7 minutes: batch-1 decoding (a gemv) runs on one thread anyway, so the serialised
+model mostly escaped it.
 
-Sampling settings are per row, so requests never need to match to share a batch: the rows go through
-`generate` in greedy mode and `_RowSampler` (a logits processor) picks each row's token itself -- argmax for a
-greedy row; for a sampled row, temperature, then top-p (the smallest set of tokens whose mass reaches top_p),
-then one draw from the row's own `torch.Generator`. A row's generator is seeded from the request's seed and
-the sample index (`row_seed`) and is drawn from exactly once per token of that row, so a seeded request gets
-the same samples whatever else shares its batch, as long as the logits are the same: padding and batch size
-can change float rounding in the matmuls, which in rare near-ties flips a sampled (or greedy) token.
+Sampling settings are per row, so requests never need to match to share a batch: `sample` picks each row's
+token itself -- argmax for a greedy row; for a sampled row, temperature, then top-p (the smallest set of
+tokens whose mass reaches top_p), then one draw from the row's own `torch.Generator`. A row's generator is
+seeded from the request's seed and the sample index (`row_seed`) and is drawn from exactly once per token of
+that row, so a seeded request gets the same samples whatever else shares its batch, as long as the logits
+are the same: padding and batch size can change float rounding in the matmuls, which in rare near-ties
+flips a sampled (or greedy) token.
 
-`_RowTracker` (a stopping criterion) ends each row on its own: end-of-sequence token, one of the request's
-stop strings in the *generated* text, or the request's max_tokens. When all rows of a request are done its
-completions are built and handed back at once, while the rest of the batch keeps generating. Each token's
-log-probability under the model (the raw logits, before temperature/top-p; text tokens only, 5 decimals) is
-kept in `Completion.logprobs` (SAG's tie-break averages them).
+`advance` ends each row on its own: end-of-sequence token, one of the request's stop strings in the
+*generated* text, or the request's max_tokens. When all rows of a request are done its completions are built
+and handed back at once, while the rest of the batch keeps generating; the rows of a request whose caller
+gave up (cancelled) leave the batch at the next step. Each token's log-probability under the model (the raw
+logits, before temperature/top-p; text tokens only, 5 decimals) is kept in `Completion.logprobs` (SAG's
+tie-break averages them).
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ def row_seed(seed: int, index: int) -> int:
 
 @dataclass
 class Request:
-    """One `generate` call: its encoded prompt, settings and where its answer goes."""
+    """One `ChatModel.generate` call: its encoded prompt, settings and where its answer goes."""
 
     encode: Callable[[], list[int]]  # the prompt's token ids; called on the worker thread
     n: int
@@ -235,7 +237,7 @@ class BatchWorker:
 
     def close(self, timeout_s: float = 60.0) -> None:
         """Let the worker thread finish what it holds and end (a request's answer is delivered from inside
-        its batch's `generate`, so without this the interpreter could exit while the thread is still in
+        its batch's decoding, so without this the interpreter could exit while the thread is still in
         torch: "terminate called without an active exception", exit status 134)."""
         with self._lock:
             thread = self._thread

@@ -1,9 +1,9 @@
 """Local transformers models: an HF folder or a GGUF file, optionally with a LoRA adapter.
 
-Concurrent requests are batched: they queue for one generation worker thread, which runs whatever is
-waiting as one left-padded `generate` call (agentkd/models/batching.py: per-row sampling settings, seeds,
-stop strings and max_tokens; a request's n samples are rows of the batch, its prompt prefilled once for all
-of them; each completion carries its tokens' log-probs under the model). Stop sequences stop each sequence
+Concurrent requests are batched: they queue for one generation worker thread, which decodes whatever is
+waiting as one batch (agentkd/models/batching.py: per-row sampling settings, seeds, stop strings and
+max_tokens; a request's n samples are rows of the batch, the prefix the rows share prefilled and kept once
+for all of them; each completion carries its tokens' log-probs under the model). Stop sequences stop each sequence
 independently and are cut from the text. Prefill uses the chat template's `continue_final_message`, so the
 reply continues the given assistant text. The event loop only queues the request and awaits the answer.
 """

@@ -181,29 +181,29 @@ def cascade_attention(module: Any, query: Any, key: Any, value: Any, attention_m
     if cache is None:
         raise RuntimeError(f"{ATTENTION} attention runs only inside agentkd.models.shared_prefix.attention()")
     b, heads, q, d = query.shape
-    kv = key.shape[1]
+    kv, width = key.shape[1], key.shape[-2]
     g = heads // kv
     scale = scaling if scaling is not None else d ** -0.5
-    # GQA: the g query heads of a KV head side by side ([B, kv, g*q, d]), so no KV head is repeated
-    qg = query.reshape(b, kv, g * q, d)
-    mask = attention_mask[:, :, None].expand(b, 1, g, q, attention_mask.shape[-1]).reshape(b, 1, g * q, -1)
     prefix = cache.layers[module.layer_idx].prefix
-    # queries in chunks, so the scores of a long prefill stay under _CHUNK elements
-    step = max(1, _CHUNK // (b * kv * max(key.shape[-2], prefix[0].shape[-2] if prefix else 0)))
+    # GQA: the g query heads of a KV head side by side ([B, kv, g, q, d] -> [B, kv, g*m, d] per chunk), so no
+    # KV head is repeated; query positions in chunks, so the scores of a long prefill stay under _CHUNK
+    # elements, each chunk against the keys up to its last query only (the rest are masked: causal)
+    qg = query.reshape(b, kv, g, q, d)
+    step = max(1, _CHUNK // (b * heads * max(width, prefix[0].shape[-2] if prefix else 0)))
     outs = []
-    for i in range(0, g * q, step):
-        qc = qg[:, :, i:i + step]
-        part = _partial(qc, key, value, mask[:, :, i:i + step], scale)
+    for i in range(0, q, step):
+        m = min(step, q - i)
+        end = width - q + i + m
+        qc = qg[:, :, :, i:i + m].reshape(b, kv, g * m, d)
+        mask = attention_mask[:, :, None, i:i + m, :end].expand(b, 1, g, m, end).reshape(b, 1, g * m, end)
+        out, lse = _partial(qc, key[:, :, :end], value[:, :, :end], mask, scale)
         if prefix is not None:
+            # every row's queries against the one copy of the prefix: [1, kv, B*g*m, d]
             pk, pv = prefix
-            # every row's queries against the one copy of the prefix: [1, kv, B*m, d]
-            m = qc.shape[2]
-            stacked = qc.transpose(0, 1).reshape(1, kv, b * m, d)
-            po, pl = _partial(stacked, pk, pv, None, scale)
-            po = po.reshape(kv, b, m, -1).transpose(0, 1)
-            pl = pl.reshape(kv, b, m, 1).transpose(0, 1)
-            part = (_merge(part, (po, pl)), None)
-        outs.append(part[0])
-    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+            po, pl = _partial(qc.transpose(0, 1).reshape(1, kv, b * g * m, d), pk, pv, None, scale)
+            out = _merge((out, lse), (po.reshape(kv, b, g * m, -1).transpose(0, 1),
+                                      pl.reshape(kv, b, g * m, 1).transpose(0, 1)))
+        outs.append(out.reshape(b, kv, g, m, -1))
+    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=3)
     out = out.to(query.dtype).reshape(b, heads, q, -1).transpose(1, 2).contiguous()
     return out, None
