@@ -52,7 +52,7 @@ from agentkd.models.base import Completion, Usage, truncate_at_stop
 log = logging.getLogger(__name__)
 
 _MASK64 = (1 << 63) - 1
-_TOP_K = 256  # candidates of the top-p prefilter (see _RowSampler)
+_TOP_K = 256  # candidates of the top-p prefilter (see sample)
 
 
 def row_seed(seed: int, index: int) -> int:

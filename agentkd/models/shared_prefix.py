@@ -45,6 +45,8 @@ def supported(model: Any) -> bool:
         return False
     if getattr(text, "kv_sharing_modes", None) or getattr(text, "attention_chunk_size", None):
         return False
+    if any(hasattr(m, "sinks") for m in model.modules()):  # attention sinks (gpt-oss): not in this softmax
+        return False
     layer_types = getattr(text, "layer_types", None)
     if layer_types is not None:
         return all(t == "full_attention" for t in layer_types)
