@@ -48,9 +48,11 @@ def test_local_teacher_is_served_over_http_and_stopped(tiny_qwen, tmp_path):
 def test_ctrl_c_stops_the_server(tiny_qwen):
     from openai import OpenAI
 
-    model = ModelConfig(model=f"local:{tiny_qwen}", device="cpu")
+    model = ModelConfig(model=f"local:{tiny_qwen}", device="cpu", batch={"max_sequences": 3})
     with pytest.raises(KeyboardInterrupt), served_teacher(model, timeout_s=300) as teacher:
-        assert len(procs_with(str(tiny_qwen))) == 1
+        [pid] = procs_with(str(tiny_qwen))
+        # the teacher's batching settings are the server's
+        assert b"batch.max_sequences=3" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         client = OpenAI(base_url=teacher.api_base, api_key="unused", max_retries=0)
         assert teacher.timeout_s == 3600.0  # requests queue behind each other at a one-model server
         r = client.chat.completions.create(model=teacher.model.removeprefix("openai/"), max_tokens=4,

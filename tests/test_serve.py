@@ -109,3 +109,28 @@ async def test_agentkd_api_model_prefill_through_server(server):
     [c] = await m.generate([{"role": "user", "content": "What is the capital of France?"}], temperature=0,
                            max_tokens=12, prefill="The capital of France is")
     assert "Paris" in c.text and c.usage.completion_tokens > 0
+
+
+def test_batch_settings_reach_the_served_model(monkeypatch, tmp_path):
+    """`--set serve.batch.KEY=VALUE` (and a recipe's `serve.batch`) configure the model's batching."""
+    from typer.testing import CliRunner
+
+    import agentkd.models.load
+    from agentkd.cli import app
+
+    seen = []
+
+    def load_model(cfg, **kw):
+        seen.append(cfg.batch)
+        raise RuntimeError("loaded")
+
+    monkeypatch.setattr(agentkd.models.load, "load_model", load_model)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("serve:\n  batch:\n    threads: 0\n")
+    out = CliRunner().invoke(app, ["serve", MODEL, "--config", str(recipe), "--set", "serve.batch.max_sequences=4",
+                                   "--set", "serve.batch.attention=plain"])
+    assert isinstance(out.exception, RuntimeError) and str(out.exception) == "loaded"
+    [batch] = seen
+    assert (batch.threads, batch.max_sequences, batch.attention) == (0, 4, "plain")
+    bad = CliRunner().invoke(app, ["serve", MODEL, "--set", "serve.batch.attention=fast"])
+    assert "batch.attention" in str(bad.exception) and not seen[1:]

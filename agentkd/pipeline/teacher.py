@@ -77,6 +77,8 @@ def served_teacher(model: ModelConfig, *, timeout_s: float = 600.0, max_tokens: 
     cmd = [sys.executable, "-m", "agentkd", "serve", model.model, "--port", "0", "--host", "127.0.0.1",
            "--device", model.device, "--served-name", name, "--set", f"dtype={model.dtype}",
            "--set", f"max_tokens_limit={limit}"]
+    # the teacher's batching settings (collect.teacher.batch) go to the server that loads it
+    cmd += [a for key, value in model.batch.model_dump().items() for a in ("--set", f"batch.{key}={value}")]
     if model.adapter:
         cmd += ["--adapter", model.adapter]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

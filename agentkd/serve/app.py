@@ -146,7 +146,8 @@ def run_server(cfg: ServeConfig) -> None:
     from agentkd.models.config import ModelConfig
     from agentkd.models.load import load_model
 
-    model = load_model(ModelConfig(model=cfg.model, adapter=cfg.adapter, device=cfg.device, dtype=cfg.dtype))
+    model = load_model(ModelConfig(model=cfg.model, adapter=cfg.adapter, device=cfg.device, dtype=cfg.dtype,
+                                    batch=cfg.batch))
     app = create_app(model, cfg)
     import socket
 

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from agentkd.core.config import StrictConfig
+from agentkd.models.config import LocalBatchConfig
 
 
 class ServeConfig(StrictConfig):
@@ -21,3 +22,5 @@ class ServeConfig(StrictConfig):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(default="auto", description="Weights dtype.")
     max_tokens_limit: int = Field(default=4096, ge=1, description="Largest max_tokens a request may ask for.")
     max_n: int = Field(default=16, ge=1, description="Largest n a request may ask for.")
+    batch: LocalBatchConfig = Field(default_factory=LocalBatchConfig,
+                                    description="How the model batches concurrent requests (e.g. --set serve.batch.threads=0).")
