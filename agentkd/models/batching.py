@@ -221,9 +221,10 @@ class BatchWorker:
         self.spread_ms: list[float] = []  # first to last arrival of the requests in each batch
         self.min_shared = min_shared
         self.threads = threads
-        if attention == "shared_prefix" and not supported(model):
+        able = attention != "plain" and supported(model)
+        if attention == "shared_prefix" and not able:
             raise ConfigError(f"{type(model).__name__} does not support shared-prefix attention", path="batch.attention")
-        self.cascade = attention == "shared_prefix" or (attention == "auto" and supported(model))
+        self.cascade = able
         if str(device).startswith("cpu"):
             from agentkd.models.decode import use_skinny_linears
 

@@ -24,14 +24,17 @@ def _last_logits(out: Any) -> Any:
     return out.logits[:, -1]
 
 
-class SharedPrefixBatch:
+class _Batch:
+    """`prompts` (token ids), the first `shared` tokens of which all rows have in common, and room for up to
+    `new_tokens` generated tokens a row."""
+
     def __init__(self, model: Any, prompts: list[list[int]], shared: int, new_tokens: int, *, device: str,
                  pad_id: int, cache_kw: str):
         self.model, self.prompts, self.shared, self.new_tokens = model, prompts, shared, new_tokens
         self.device, self.pad_id, self.cache_kw = device, pad_id, cache_kw
-        config = model.config
-        self.layers = (config.get_text_config(decoder=True) if hasattr(config, "get_text_config")
-                       else config).num_hidden_layers
+
+
+class SharedPrefixBatch(_Batch):
 
     def prefill(self) -> Any:
         import torch
@@ -53,7 +56,10 @@ class SharedPrefixBatch:
         causal = col[None, :] <= col[:, None]
         mask = causal[None] & ((col[None, None, :] >= pad[:, None, None]) | torch.eye(width, dtype=torch.bool,
                                                                                    device=self.device)[None])
-        self.cache = build_cache(prefix, self.layers, width + self.new_tokens)
+        config = self.model.config
+        layers = (config.get_text_config(decoder=True) if hasattr(config, "get_text_config")
+                  else config).num_hidden_layers
+        self.cache = build_cache(prefix, layers, width + self.new_tokens)
         self.pad, self.next_pos = pad, positions[:, -1] + 1
         with attention(self.model, self.cache):
             out = self.model(input_ids=ids, position_ids=positions, attention_mask=mask[:, None],
@@ -79,11 +85,7 @@ class SharedPrefixBatch:
         self.pad, self.next_pos = self.pad[index], self.next_pos[index]
 
 
-class PlainBatch:
-    def __init__(self, model: Any, prompts: list[list[int]], shared: int, new_tokens: int, *, device: str,
-                 pad_id: int, cache_kw: str):
-        self.model, self.prompts, self.shared = model, prompts, shared
-        self.device, self.pad_id, self.cache_kw = device, pad_id, cache_kw
+class PlainBatch(_Batch):
 
     def prefill(self) -> Any:
         import torch
@@ -140,16 +142,13 @@ def _skinny_forward(self: Any, x: Any) -> Any:
     return torch.nn.functional.linear(x, self.weight, self.bias)
 
 
-def use_skinny_linears(model: Any) -> int:
+def use_skinny_linears(model: Any) -> None:
     """CPU models: give every plain `nn.Linear` of `model` the 2-3 row product above (this model object
-    only; other inputs, and anything with gradients, take `F.linear`). Returns how many were changed."""
+    only; other inputs, and anything with gradients, take `F.linear`)."""
     import types
 
     import torch
 
-    changed = 0
     for module in model.modules():
         if type(module) is torch.nn.Linear and module.weight.device.type == "cpu":
             module.forward = types.MethodType(_skinny_forward, module)
-            changed += 1
-    return changed
