@@ -47,11 +47,15 @@ def main() -> None:
     ap.add_argument("--episodes-per-container", type=int, default=None,
                     help="process mode: sandbox.episodes_per_container (default: the config default)")
     a = ap.parse_args()
+    results: dict[str, float] = {}
     try:
         for mode in a.isolation.split(","):
-            run_one(a, mode.strip())
+            results[mode.strip()] = run_one(a, mode.strip())
     finally:
         CPU.close()
+    if "none" in results and len(results) > 1:  # how much of what this machine allows the sandbox leaves
+        print("vs the stub ceiling of this run: " + ", ".join(
+            f"{m} {r:.3f} / {results['none']:.3f} = {r / results['none']:.3f}" for m, r in results.items() if m != "none"))
 
 
 class _CpuMeter:
@@ -146,14 +150,15 @@ class _StubPool:
         pass
 
 
-def run_one(a: argparse.Namespace, mode: str) -> None:
+def run_one(a: argparse.Namespace, mode: str) -> float:
+    """Time `mode` and print its results; returns its median ratio."""
     import agentkd.sandbox
 
     real_pool = agentkd.sandbox.SandboxPool
     if mode == "none":
         agentkd.sandbox.SandboxPool = _StubPool  # type: ignore[misc,assignment]
     try:
-        _run_one(a, mode)
+        return _run_one(a, mode)
     finally:
         agentkd.sandbox.SandboxPool = real_pool  # type: ignore[misc]
 
@@ -172,7 +177,7 @@ def standin_process(latency: float, actions: int):
         proc.wait()
 
 
-def _run_one(a: argparse.Namespace, mode: str) -> None:
+def _run_one(a: argparse.Namespace, mode: str) -> float:
     import statistics
 
     from agentkd.collect import CollectConfig, collect
@@ -237,6 +242,7 @@ def _run_one(a: argparse.Namespace, mode: str) -> None:
         print(f"cpu (this process + its sandboxes) = {cpu:.2f}s, {cpu / a.episodes * 1000:.1f} ms per episode "
               f"(median); machine load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"peak RSS (this process) = {peak_mb:.0f} MiB")
+    return med
 
 
 if __name__ == "__main__":
