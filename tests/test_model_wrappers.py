@@ -90,6 +90,26 @@ async def test_cache_group_commits_once_per_loop_pass(tmp_path):
     assert reader.execute("SELECT response FROM requests WHERE key='k9'").fetchone() is not None
 
 
+async def test_an_answer_is_committed_before_the_next_request_leaves(tmp_path):
+    """An episode that goes from an answer straight to its next call within one pass of the loop (the
+    first-thought pass, then the first agent turn) finds the first answer in the file when the second
+    request is sent, so a crash while it is in flight loses only that one call."""
+    import sqlite3
+
+    reader = sqlite3.connect(tmp_path / "c.sqlite")
+    in_file_at_send = []
+
+    def script(messages, prefill):
+        in_file_at_send.append(reader.execute("SELECT COUNT(*) FROM requests").fetchone()[0])
+        return f"reply {len(in_file_at_send)}"
+
+    m = CachedModel(ScriptedModel(script), RequestCache(tmp_path / "c.sqlite"))
+    await m.generate(MSG, seed=1)  # no pass of the loop between these two calls
+    await m.generate(MSG, seed=2)
+    assert in_file_at_send == [0, 1]
+    assert (await m.generate(MSG, seed=1))[0].cached and in_file_at_send == [0, 1]  # a hit sends nothing
+
+
 async def test_cache_write_failure_keeps_answers_pending_and_retries(tmp_path, caplog):
     import sqlite3
 

@@ -24,7 +24,9 @@ class RequestCache:
 
     On an event loop, `put`s are group-committed: every answer stored during one pass of the loop is
     written in one transaction at the start of the next pass (a burst of 64 answers: one commit, not 64),
-    so nothing waits longer than that pass. Off a loop, `put` writes at once.
+    so nothing waits longer than that pass, and `CachedModel` commits what is pending before it sends a
+    request (an episode that goes on from an answer straight to its next call, as after the first-thought
+    pass, never has two answers a crash could lose). Off a loop, `put` writes at once.
 
     A cache file this object created (a fresh run) holds only what it stored itself: it remembers those
     keys (up to `KEYS_IN_MEMORY`), so a miss costs no SQL query (and no hand-off of the GIL to other
@@ -88,9 +90,16 @@ class RequestCache:
     def _flush_on_loop(self) -> None:
         with self._lock:
             self._scheduled = False
+        self.commit_pending()
+
+    def commit_pending(self) -> None:
+        """Write what is pending now; on a write error keep it pending (retried with the next put, and by
+        the final `flush`) and log, instead of raising."""
+        if not self._pending:
+            return
         try:
             self.flush()
-        except (sqlite3.Error, OSError) as e:  # kept pending: retried with the next put, and by the final flush
+        except (sqlite3.Error, OSError) as e:
             log.warning("request cache %s: %d answers not written yet: %s", self.path, len(self._pending), e)
 
     def flush(self) -> None:
@@ -142,6 +151,10 @@ class CachedModel(WrappedModel):
             self.stats.cache_hits += 1
             return [c.model_copy(update={"cached": True}) for c in hit]
         self.stats.cache_misses += 1
+        # answers received so far are durable before this request leaves: a crash while it is in flight
+        # re-sends it alone, not also the answer it was built on (that answer's commit could still be
+        # waiting for the next pass of the loop)
+        self.cache.commit_pending()
         comps = await self.inner.generate(messages, **kw)
         self.cache.put(key, self.inner.name, request, comps)
         return comps
