@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import procs_with, wait_until
 
-from agentkd.sandbox import Sandbox, SandboxConfig
+from agentkd.sandbox import Sandbox, SandboxConfig, SandboxError
 from agentkd.sandbox.backends import backend_class
 from agentkd.sandbox.backends import forkserver as fs
 
@@ -147,6 +147,44 @@ def test_killed_fork_server_is_replaced():
             assert new is not None and new != old
         r = sb.run("1 + 1")  # the dead sandbox restarts on the new server
         assert r.restarted and sb.run("1 + 1").value == "2"
+
+
+def test_starts_do_not_wait_for_the_fork_servers_replies():
+    # launching only sends the spawn request (and the sandbox's cfg into its pipe); the reply is read later. With
+    # the server stopped, three launches return, and once it runs again all three start on that same server
+    # (a host that waited for each reply would have timed out on the first and replaced the server)
+    with make() as warm:
+        assert warm.run("1 + 1").value == "2"
+        pid = fs.server_pid()
+        sbs = [make() for _ in range(3)]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            for sb in sbs:
+                sb.launch()
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        try:
+            assert [sb.run("6 * 7").value for sb in sbs] == ["42"] * 3
+            assert fs.server_pid() == pid
+        finally:
+            for sb in sbs:
+                sb.close()
+
+
+def test_a_start_whose_fork_server_died_before_answering_fails_and_the_next_gets_a_new_server():
+    with make() as warm:
+        assert warm.run("1 + 1").value == "2"
+        pid = fs.server_pid()
+        sb = make()
+        os.kill(pid, signal.SIGSTOP)
+        sb.launch()  # sent, not answered
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(SandboxError, match="fork server"):
+            sb.start()
+        sb.close()
+    with make() as sb2:
+        assert sb2.run("6 * 7").value == "42"
+        assert fs.server_pid() not in (None, pid)
 
 
 DAEMONS = ("import subprocess, sys, os\n"
