@@ -214,16 +214,17 @@ class _Server:
             spawn.pid, spawn.pidfd = msg["pid"], fds[0]
 
     def _fail(self, why: str) -> None:
+        if _servers.get(self.exe) is self:
+            _servers.pop(self.exe)
+        self.stop(why)
+
+    def stop(self, why: str = "the fork server was stopped") -> None:
+        """Close our end (the server exits on EOF, taking every sandbox it forked with it) and reap it; the
+        requests it did not answer fail with `why`."""
         self.dead = True
         while self._pending:
             spawn = self._pending.popleft()
             spawn.done, spawn.error = True, why
-        if _servers.get(self.exe) is self:
-            _servers.pop(self.exe)
-        self.stop()
-
-    def stop(self) -> None:
-        """Close our end (the server exits on EOF, taking every sandbox it forked with it) and reap it."""
         self.sock.close()
         if self.owner != os.getpid():
             return
