@@ -171,6 +171,13 @@ def test_starts_do_not_wait_for_the_fork_servers_replies():
                 sb.close()
 
 
+def test_a_cfg_larger_than_the_pipe_still_reaches_the_sandbox():
+    # the cfg is written before the server forked the sandbox: what does not fit in the pipe goes once it exists
+    names = ["math"] + [f"mod{i:06d}" for i in range(12000)]  # ~130 KB of cfg, twice a pipe's 64 KiB
+    with make(allowed_imports=names) as sb:
+        assert sb.run("import math\nmath.sqrt(49)").value == "7.0"
+
+
 def test_a_start_whose_fork_server_died_before_answering_fails_and_the_next_gets_a_new_server():
     with make() as warm:
         assert warm.run("1 + 1").value == "2"

@@ -174,7 +174,7 @@ class _Server:
         the replies already there). With its mount plan `fs`, the server builds the part every sandbox of
         that plan shares once (`worker.split_fs`)."""
         while self._pending and not self.dead and select.select([self.sock], [], [], 0)[0]:
-            self._read_reply(self._pending[0])
+            self._read_reply()
         if self.dead:
             raise ForkServerGone("the fork server is gone")
         req: dict = {"op": "spawn"}
@@ -189,22 +189,20 @@ class _Server:
         """Read replies (call with `_lock` held) until `spawn`'s has come; a server that is gone or does not
         answer within `timeout` fails every request still waiting, and is stopped (the next start gets a new
         one)."""
-        while not spawn.done:
-            if not self._pending:  # failed already, or never sent
-                spawn.done, spawn.error = True, spawn.error or "the fork server did not answer"
-                return
+        while not spawn.done:  # it stays pending until answered, or failed by stop()
             if not select.select([self.sock], [], [], timeout)[0]:
                 self._fail(f"the fork server did not answer within {timeout:g}s")
                 return
-            self._read_reply(self._pending[0])
+            self._read_reply()
 
-    def _read_reply(self, spawn: _Spawn) -> None:
+    def _read_reply(self) -> None:
+        """Read the reply to the oldest pending request (the server answers in order)."""
         try:
             msg, fds = self._recv()
         except (OSError, ValueError) as e:
             self._fail(f"the fork server's socket failed: {e}")
             return
-        self._pending.popleft()
+        spawn = self._pending.popleft()
         spawn.done = True
         if msg.get("error") or len(fds) != 1 or not isinstance(msg.get("pid"), int):
             for fd in fds:
@@ -313,7 +311,7 @@ class PidfdProcess:
 
     @property
     def error(self) -> str | None:
-        return self._spawn.error if self._spawn.done else None
+        return self._spawn.error
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -373,12 +371,11 @@ class ForkserverBackend(LocalProcessBackend):
         cfg_r, cfg_w = os.pipe()
         try:
             with _lock:
+                server = _server(exe)
                 try:
-                    spawn = _server(exe).spawn(err_w, cfg_r, cfg["fs"])
+                    spawn = server.spawn(err_w, cfg_r, cfg["fs"])
                 except (ConnectionError, ForkServerGone, TimeoutError):  # it died or hangs: a new one, once
-                    gone = _servers.pop(exe, None)
-                    if gone is not None:
-                        gone.stop()
+                    server._fail("the fork server is gone")
                     spawn = _server(exe).spawn(err_w, cfg_r, cfg["fs"])
         except BaseException:
             for fd in (err_r, cfg_w):
@@ -394,13 +391,13 @@ class ForkserverBackend(LocalProcessBackend):
             os.set_blocking(cfg_w, False)
             view = memoryview(request)
             try:
+                view = view[os.write(cfg_w, view):]
+            except BlockingIOError:
+                pass
+            if view and spawn.resolve():
+                os.set_blocking(cfg_w, True)
                 while view:
                     view = view[os.write(cfg_w, view):]
-            except BlockingIOError:
-                if spawn.resolve():
-                    os.set_blocking(cfg_w, True)
-                    while view:
-                        view = view[os.write(cfg_w, view):]
         except OSError:
             pass  # it died: the start-up error surfaces through alive() and diagnostics()
         finally:
